@@ -1,0 +1,39 @@
+// ringctl: the user's tool for ringserve (model files, offline runs, the local cluster, clients,
+// benchmarks).
+#include <cstdio>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+
+namespace {
+
+struct Command {
+  std::function<int(const std::vector<std::string>&)> run;
+  const char* help;
+};
+
+const std::map<std::string, Command>& Commands() {
+  using namespace ringserve::cli;
+  static const auto* commands = new std::map<std::string, Command>{
+      {"make-model", {RunMakeModel, "write a default checkpoint (--preset tiny|small --out DIR)"}},
+      {"logits", {RunLogits, "print the logits of every position (--model DIR --tokens 1,2,3)"}},
+      {"generate", {RunGenerate, "generate offline (--offline) or through a router (--router)"}},
+  };
+  return *commands;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || Commands().count(argv[1]) == 0) {
+    std::fprintf(stderr, "usage: ringctl COMMAND [flags]\ncommands:\n");
+    for (const auto& [name, cmd] : Commands()) {
+      std::fprintf(stderr, "  %-16s %s\n", name.c_str(), cmd.help);
+    }
+    return 2;
+  }
+  return Commands().at(argv[1]).run(std::vector<std::string>(argv + 2, argv + argc));
+}

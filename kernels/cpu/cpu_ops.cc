@@ -1,0 +1,279 @@
+#include "kernels/cpu/cpu_ops.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <utility>
+#include <vector>
+
+#include "common/base/bf16.h"
+#include "kernels/cpu/fast_math.h"
+#include "kernels/sampling.h"
+
+namespace ringserve::kernels::cpu {
+
+using base::Bf16ToFloat;
+using base::FloatToBf16;
+
+void GemmColumns(const GemmParams& p, int64_t n_begin, int64_t n_end) {
+  const int64_t k = p.w->cols;
+  const int64_t nb = n_end - n_begin;
+  if (nb <= 0 || p.m <= 0) return;
+  const float* w = static_cast<const float*>(p.w->data) + n_begin * k;
+  const float beta = p.accumulate ? 1.0f : 0.0f;
+  if (p.m == 1) {
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, nb, k, 1.0f, w, k, p.x, 1, beta, p.y + n_begin, 1);
+    return;
+  }
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, p.m, nb, k, 1.0f, p.x, p.ldx, w, k, beta,
+              p.y + n_begin, p.ldy);
+}
+
+void LinearAttentionHead(const LinearAttentionParams& p, int64_t h) {
+  const int64_t d = p.head_dim;
+  const int64_t c = p.block;
+  const float g = p.log_decay[h];
+  float* state = p.state + h * d * d;
+  std::vector<float> q(c * d), k(c * d), v(c * d), kd(c * d), o(c * d), a(c * c);
+  std::vector<float> pw(c + 1);
+  for (int64_t i = 0; i <= c; ++i) pw[i] = std::exp(g * static_cast<float>(i));
+  for (int64_t c0 = 0; c0 < p.tokens; c0 += c) {
+    const int64_t len = std::min(c, p.tokens - c0);
+    for (int64_t i = 0; i < len; ++i) {
+      const int64_t row = (c0 + i) * p.ld + h * d;
+      std::copy_n(p.q + row, d, q.data() + i * d);
+      std::copy_n(p.k + row, d, k.data() + i * d);
+      std::copy_n(p.v + row, d, v.data() + i * d);
+    }
+    // Contribution of the incoming state: e^{beta_i} q_i^T S.
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, len, d, d, 1.0f, q.data(), d, state, d,
+                0.0f, o.data(), d);
+    for (int64_t i = 0; i < len; ++i) {
+      const float f = pw[i + 1];
+      for (int64_t j = 0; j < d; ++j) o[i * d + j] *= f;
+    }
+    // Intra-chunk scores with the decay mask.
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, len, len, d, 1.0f, q.data(), d, k.data(),
+                d, 0.0f, a.data(), c);
+    for (int64_t i = 0; i < len; ++i) {
+      float* row = a.data() + i * c;
+      for (int64_t j = 0; j <= i; ++j) row[j] *= pw[i - j];
+      for (int64_t j = i + 1; j < len; ++j) row[j] = 0.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, len, d, len, 1.0f, a.data(), c,
+                v.data(), d, 1.0f, o.data(), d);
+    // S <- e^{g L} S + sum_j e^{g (L-1-j)} k_j v_j^T.
+    const float carry = pw[len];
+    for (int64_t i = 0; i < d * d; ++i) state[i] *= carry;
+    for (int64_t j = 0; j < len; ++j) {
+      const float f = pw[len - 1 - j];
+      for (int64_t x = 0; x < d; ++x) kd[j * d + x] = k[j * d + x] * f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, d, len, 1.0f, kd.data(), d, v.data(), d,
+                1.0f, state, d);
+    const int64_t out_ld = p.heads * d;
+    for (int64_t i = 0; i < len; ++i) {
+      float* dst = p.out + (c0 + i) * out_ld + h * d;
+      for (int64_t j = 0; j < d; ++j) dst[j] = p.scale * o[i * d + j];
+    }
+  }
+}
+
+void LinearDecodeHead(const LinearDecodeParams& p, int64_t b, int64_t h) {
+  const int64_t d = p.head_dim;
+  float* state = p.states[b] + h * d * d;
+  const float* q = p.q + b * p.ld + h * d;
+  const float* k = p.k + b * p.ld + h * d;
+  const float* v = p.v + b * p.ld + h * d;
+  const float lambda = std::exp(p.log_decay[h]);
+  float o[512];
+  std::fill_n(o, d, 0.0f);
+  for (int64_t x = 0; x < d; ++x) {
+    float* row = state + x * d;
+    const float kx = k[x];
+    const float qx = q[x];
+    for (int64_t j = 0; j < d; ++j) {
+      row[j] = lambda * row[j] + kx * v[j];
+      o[j] += qx * row[j];
+    }
+  }
+  float* dst = p.out + b * p.heads * d + h * d;
+  for (int64_t j = 0; j < d; ++j) dst[j] = p.scale * o[j];
+}
+
+void StoreKv(const SoftmaxAttentionParams& p, int64_t g) {
+  const int64_t d = p.head_dim;
+  for (int64_t t = 0; t < p.tokens; ++t) {
+    const float* k = p.k + t * p.ld + g * d;
+    const float* v = p.v + t * p.ld + g * d;
+    uint16_t* kc = p.k_cache + (g * p.capacity + p.past + t) * d;
+    uint16_t* vc = p.v_cache + (g * p.capacity + p.past + t) * d;
+    for (int64_t j = 0; j < d; ++j) {
+      kc[j] = FloatToBf16(k[j]);
+      vc[j] = FloatToBf16(v[j]);
+    }
+  }
+}
+
+void SoftmaxAttentionBlock(const SoftmaxAttentionParams& p, int64_t g, int64_t q_begin,
+                           int64_t q_end) {
+  constexpr int64_t kKeyBlock = 128;
+  const int64_t d = p.head_dim;
+  const int64_t group = p.heads / p.kv_heads;
+  const int64_t rows = (q_end - q_begin) * group;
+  std::vector<float> q(rows * d), o(rows * d, 0.0f), s(rows * kKeyBlock);
+  std::vector<float> kf(kKeyBlock * d), vf(kKeyBlock * d);
+  std::vector<float> m(rows, -std::numeric_limits<float>::infinity()), l(rows, 0.0f);
+  for (int64_t t = q_begin; t < q_end; ++t) {
+    for (int64_t j = 0; j < group; ++j) {
+      const int64_t r = (t - q_begin) * group + j;
+      std::copy_n(p.q + t * p.ld + (g * group + j) * d, d, q.data() + r * d);
+    }
+  }
+  const int64_t kv_end = p.past + q_end;
+  const uint16_t* kc = p.k_cache + g * p.capacity * d;
+  const uint16_t* vc = p.v_cache + g * p.capacity * d;
+  for (int64_t k0 = 0; k0 < kv_end; k0 += kKeyBlock) {
+    const int64_t kn = std::min(kKeyBlock, kv_end - k0);
+    for (int64_t i = 0; i < kn * d; ++i) {
+      kf[i] = Bf16ToFloat(kc[k0 * d + i]);
+      vf[i] = Bf16ToFloat(vc[k0 * d + i]);
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, kn, d, p.scale, q.data(), d,
+                kf.data(), d, 0.0f, s.data(), kKeyBlock);
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t limit = p.past + q_begin + r / group;  // last visible key position
+      float* srow = s.data() + r * kKeyBlock;
+      const int64_t visible = std::min(kn, limit - k0 + 1);
+      float block_max = -std::numeric_limits<float>::infinity();
+      for (int64_t j = 0; j < visible; ++j) block_max = std::max(block_max, srow[j]);
+      if (visible <= 0) {
+        std::fill_n(srow, kn, 0.0f);
+        continue;
+      }
+      const float m_new = std::max(m[r], block_max);
+      const float corr = std::exp(m[r] - m_new);
+      float sum = 0.0f;
+      for (int64_t j = 0; j < visible; ++j) {
+        srow[j] = FastExpNonPositive(srow[j] - m_new);
+        sum += srow[j];
+      }
+      for (int64_t j = std::max<int64_t>(visible, 0); j < kn; ++j) srow[j] = 0.0f;
+      l[r] = l[r] * corr + sum;
+      m[r] = m_new;
+      float* orow = o.data() + r * d;
+      for (int64_t x = 0; x < d; ++x) orow[x] *= corr;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, d, kn, 1.0f, s.data(), kKeyBlock,
+                vf.data(), d, 1.0f, o.data(), d);
+  }
+  const int64_t out_ld = p.heads * d;
+  for (int64_t t = q_begin; t < q_end; ++t) {
+    for (int64_t j = 0; j < group; ++j) {
+      const int64_t r = (t - q_begin) * group + j;
+      float* dst = p.out + t * out_ld + (g * group + j) * d;
+      const float inv = 1.0f / l[r];
+      for (int64_t x = 0; x < d; ++x) dst[x] = o[r * d + x] * inv;
+    }
+  }
+}
+
+void MoeRouteRows(const MoeRouteParams& p, int64_t begin, int64_t end) {
+  const int64_t e = p.experts;
+  const int64_t per_group = e / p.groups;
+  std::vector<float> prob(e), score(e), group_score(p.groups);
+  std::vector<int64_t> order(std::max(e, p.groups));
+  for (int64_t t = begin; t < end; ++t) {
+    const float* z = p.logits + t * e;
+    for (int64_t i = 0; i < e; ++i) {
+      prob[i] = 1.0f / (1.0f + std::exp(-z[i]));
+      score[i] = prob[i] + (p.bias != nullptr ? p.bias[i] : 0.0f);
+    }
+    for (int64_t grp = 0; grp < p.groups; ++grp) {
+      float best = -std::numeric_limits<float>::infinity();
+      float second = -std::numeric_limits<float>::infinity();
+      for (int64_t i = grp * per_group; i < (grp + 1) * per_group; ++i) {
+        if (score[i] > best) {
+          second = best;
+          best = score[i];
+        } else if (score[i] > second) {
+          second = score[i];
+        }
+      }
+      group_score[grp] = per_group >= 2 ? best + second : best;
+    }
+    std::iota(order.begin(), order.begin() + p.groups, 0);
+    std::stable_sort(order.begin(), order.begin() + p.groups,
+                     [&](int64_t a, int64_t b) { return group_score[a] > group_score[b]; });
+    std::vector<bool> allowed(p.groups, false);
+    for (int64_t i = 0; i < p.top_groups; ++i) allowed[order[i]] = true;
+    std::vector<int64_t> candidates;
+    candidates.reserve(e);
+    for (int64_t i = 0; i < e; ++i) {
+      if (allowed[i / per_group]) candidates.push_back(i);
+    }
+    std::stable_sort(candidates.begin(), candidates.end(),
+                     [&](int64_t a, int64_t b) { return score[a] > score[b]; });
+    float sum = 0.0f;
+    for (int64_t k = 0; k < p.top_k; ++k) sum += prob[candidates[k]];
+    for (int64_t k = 0; k < p.top_k; ++k) {
+      const int64_t id = candidates[k];
+      p.expert_ids[t * p.top_k + k] = static_cast<int32_t>(id);
+      p.weights[t * p.top_k + k] = prob[id] / (sum + 1e-20f) * p.routed_scaling;
+    }
+  }
+}
+
+int32_t SampleRow(const float* logits, int64_t vocab, const SamplingParams& params) {
+  int64_t best = 0;
+  for (int64_t i = 1; i < vocab; ++i) {
+    if (logits[i] > logits[best]) best = i;
+  }
+  if (params.temperature <= 0.0f || params.top_k == 1) return static_cast<int32_t>(best);
+  const double inv_t = 1.0 / params.temperature;
+  const double max_logit = logits[best];
+  std::vector<std::pair<double, int32_t>> cand;
+  cand.reserve(vocab);
+  const double min_keep = params.min_p > 0.0f ? static_cast<double>(params.min_p) : 0.0;
+  for (int64_t i = 0; i < vocab; ++i) {
+    const double w = std::exp((logits[i] - max_logit) * inv_t);
+    if (w >= min_keep) cand.emplace_back(w, static_cast<int32_t>(i));
+  }
+  auto by_weight = [](const std::pair<double, int32_t>& a, const std::pair<double, int32_t>& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  };
+  if (params.top_k > 0 && static_cast<size_t>(params.top_k) < cand.size()) {
+    std::partial_sort(cand.begin(), cand.begin() + params.top_k, cand.end(), by_weight);
+    cand.resize(params.top_k);
+  } else {
+    std::sort(cand.begin(), cand.end(), by_weight);
+  }
+  double total = 0.0;
+  for (const auto& c : cand) total += c.first;
+  if (params.top_p < 1.0f) {
+    double cumulative = 0.0;
+    size_t keep = cand.size();
+    for (size_t i = 0; i < cand.size(); ++i) {
+      cumulative += cand[i].first / total;
+      if (cumulative >= params.top_p) {
+        keep = i + 1;
+        break;
+      }
+    }
+    cand.resize(keep);
+    total = 0.0;
+    for (const auto& c : cand) total += c.first;
+  }
+  const double target = SampleUniform(params.seed, params.position) * total;
+  double cumulative = 0.0;
+  for (const auto& c : cand) {
+    cumulative += c.first;
+    if (target < cumulative) return c.second;
+  }
+  return cand.back().second;
+}
+
+}  // namespace ringserve::kernels::cpu

@@ -1,0 +1,34 @@
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/backend.h"
+
+// Single-threaded CPU reference kernels. The CPU backend runs them in parallel over disjoint
+// pieces of work (heads, tasks, rows); each function here touches only the piece it is given.
+namespace ringserve::kernels::cpu {
+
+// Chunked linear attention of one head: rows of q/k/v for head `h`, state [D, D] of that head.
+void LinearAttentionHead(const LinearAttentionParams& p, int64_t h);
+
+// One decode step of one (sequence, head).
+void LinearDecodeHead(const LinearDecodeParams& p, int64_t b, int64_t h);
+
+// Copies the new K/V rows of kv head `g` into the bf16 cache.
+void StoreKv(const SoftmaxAttentionParams& p, int64_t g);
+
+// Softmax attention of new query rows [q_begin, q_end) of all query heads that share kv head
+// `g`, reading keys and values from the cache (flash-style blocks, online softmax).
+void SoftmaxAttentionBlock(const SoftmaxAttentionParams& p, int64_t g, int64_t q_begin,
+                           int64_t q_end);
+
+// Routing of tokens [begin, end).
+void MoeRouteRows(const MoeRouteParams& p, int64_t begin, int64_t end);
+
+// Samples one row.
+int32_t SampleRow(const float* logits, int64_t vocab, const SamplingParams& params);
+
+// y[m, n] = x[m, k] * w[n, k]^T for the columns [n_begin, n_end) of an fp32 weight.
+void GemmColumns(const GemmParams& p, int64_t n_begin, int64_t n_end);
+
+}  // namespace ringserve::kernels::cpu

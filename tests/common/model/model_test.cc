@@ -1,0 +1,219 @@
+#include "common/model/model.h"
+
+#include <cmath>
+#include <vector>
+
+#include "common/model/generate.h"
+#include "gtest/gtest.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "tests/common/model/reference_model.h"
+#include "tests/common/model/test_model_dir.h"
+
+namespace ringserve::model {
+namespace {
+
+using ::ringserve::testing::TempDir;
+
+std::vector<int32_t> Prompt(int n, int seed = 1) {
+  std::vector<int32_t> t(n);
+  for (int i = 0; i < n; ++i) t[i] = (i * 37 + seed * 101 + i * i) % 1000;
+  return t;
+}
+
+// Max |a - b| relative to the largest |b|.
+double RelDiff(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double scale = 1e-9, diff = 0;
+  for (size_t i = 0; i < b.size(); ++i) {
+    scale = std::max(scale, std::abs(static_cast<double>(b[i])));
+    diff = std::max(diff, std::abs(static_cast<double>(a[i]) - b[i]));
+  }
+  return diff / scale;
+}
+
+class ModelTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir();
+    ringserve::testing::WriteTinyModel(dir_->path());
+  }
+  static void TearDownTestSuite() { delete dir_; }
+
+  void SetUp() override {
+    backend_ = std::make_unique<kernels::CpuBackend>(2);
+    auto m = HybridModel::Load(dir_->path(), backend_.get(), {});
+    ASSERT_TRUE(m.ok()) << m.status();
+    model_ = std::move(*m);
+  }
+
+  std::vector<float> AllLogits(const std::vector<int32_t>& tokens, int64_t chunk) {
+    auto state = model_->NewState(static_cast<int64_t>(tokens.size()) + 8);
+    EXPECT_TRUE(state.ok());
+    std::vector<float> logits;
+    EXPECT_TRUE(model_->Prefill(tokens, state->get(), chunk, LogitsMode::kAll, &logits).ok());
+    return logits;
+  }
+
+  static TempDir* dir_;
+  std::unique_ptr<kernels::CpuBackend> backend_;
+  std::unique_ptr<HybridModel> model_;
+};
+TempDir* ModelTest::dir_ = nullptr;
+
+TEST_F(ModelTest, MatchesTheIndependentReference) {
+  const std::vector<int32_t> tokens = Prompt(21);
+  for (bool hf : {false, true}) {
+    kernels::CpuBackend backend(2);
+    auto m = HybridModel::Load(dir_->path(), &backend,
+                               {hf ? DecayVariant::kHf : DecayVariant::kSglang});
+    ASSERT_TRUE(m.ok()) << m.status();
+    auto state = (*m)->NewState(32);
+    ASSERT_TRUE(state.ok());
+    std::vector<float> got;
+    ASSERT_TRUE((*m)->Prefill(tokens, state->get(), 8, LogitsMode::kAll, &got).ok());
+    ringserve::testing::ReferenceModel reference(dir_->path(), hf);
+    const auto want = reference.Logits(std::vector<int>(tokens.begin(), tokens.end()));
+    std::vector<float> flat;
+    for (const auto& row : want) flat.insert(flat.end(), row.begin(), row.end());
+    EXPECT_LT(RelDiff(got, flat), 2e-4) << (hf ? "hf" : "sglang");
+  }
+}
+
+TEST_F(ModelTest, DecayVariantsGiveDifferentLogits) {
+  const std::vector<int32_t> tokens = Prompt(40);
+  kernels::CpuBackend backend(2);
+  auto hf = HybridModel::Load(dir_->path(), &backend, {DecayVariant::kHf});
+  ASSERT_TRUE(hf.ok());
+  auto state = (*hf)->NewState(64);
+  std::vector<float> hf_logits;
+  ASSERT_TRUE((*hf)->Prefill(tokens, state->get(), 64, LogitsMode::kAll, &hf_logits).ok());
+  EXPECT_GT(RelDiff(hf_logits, AllLogits(tokens, 64)), 1e-3);
+}
+
+TEST_F(ModelTest, ChunkLengthsAgree) {
+  const std::vector<int32_t> tokens = Prompt(300);
+  const std::vector<float> base = AllLogits(tokens, 2048);
+  for (int64_t chunk : {1, 7, 64}) {
+    EXPECT_LT(RelDiff(AllLogits(tokens, chunk), base), 1e-4) << "chunk " << chunk;
+  }
+}
+
+TEST_F(ModelTest, PrefillThenDecodeEqualsOneLongerPrefill) {
+  const std::vector<int32_t> prompt = Prompt(90);
+  const std::vector<int32_t> more = {5, 900, 17, 300, 2};
+  auto state = model_->NewState(128);
+  ASSERT_TRUE(state.ok());
+  ASSERT_TRUE(model_->Prefill(prompt, state->get(), 64, LogitsMode::kLast, nullptr).ok());
+  std::vector<float> stepped;
+  SequenceState* states[] = {state->get()};
+  for (int32_t t : more) {
+    std::vector<float> row;
+    ASSERT_TRUE(model_->DecodeStep(states, std::span<const int32_t>(&t, 1), nullptr, nullptr, &row)
+                    .ok());
+    stepped.insert(stepped.end(), row.begin(), row.end());
+  }
+  std::vector<int32_t> all = prompt;
+  all.insert(all.end(), more.begin(), more.end());
+  const std::vector<float> full = AllLogits(all, 64);
+  const int64_t vocab = model_->config().vocab_size;
+  const std::vector<float> tail(full.end() - more.size() * vocab, full.end());
+  EXPECT_LT(RelDiff(stepped, tail), 1e-4);
+}
+
+TEST_F(ModelTest, BatchedDecodeEqualsSeparateDecodes) {
+  std::vector<std::unique_ptr<SequenceState>> states;
+  std::vector<SequenceState*> ptrs;
+  for (int i = 0; i < 3; ++i) {
+    auto s = model_->NewState(64);
+    ASSERT_TRUE(s.ok());
+    ASSERT_TRUE(model_->Prefill(Prompt(10 + 7 * i, i), s->get(), 64, LogitsMode::kNone, nullptr).ok());
+    ptrs.push_back(s->get());
+    states.push_back(std::move(*s));
+  }
+  const std::vector<int32_t> next = {3, 4, 5};
+  std::vector<float> batched;
+  ASSERT_TRUE(model_->DecodeStep(ptrs, next, nullptr, nullptr, &batched).ok());
+  const int64_t vocab = model_->config().vocab_size;
+  for (int i = 0; i < 3; ++i) {
+    auto s = model_->NewState(64);
+    ASSERT_TRUE(model_->Prefill(Prompt(10 + 7 * i, i), s->get(), 64, LogitsMode::kNone, nullptr).ok());
+    SequenceState* one[] = {s->get()};
+    std::vector<float> single;
+    ASSERT_TRUE(model_->DecodeStep(one, std::span<const int32_t>(&next[i], 1), nullptr, nullptr,
+                                   &single).ok());
+    const std::vector<float> row(batched.begin() + i * vocab, batched.begin() + (i + 1) * vocab);
+    EXPECT_LT(RelDiff(row, single), 1e-5) << "sequence " << i;
+  }
+}
+
+TEST_F(ModelTest, ShardedCheckpointLoadsTheSameModel) {
+  TempDir sharded;
+  ringserve::testing::WriteTinyModel(sharded.path(), 7, 3);
+  kernels::CpuBackend backend(2);
+  auto m = HybridModel::Load(sharded.path(), &backend, {});
+  ASSERT_TRUE(m.ok()) << m.status();
+  const std::vector<int32_t> tokens = Prompt(12);
+  auto state = (*m)->NewState(16);
+  std::vector<float> logits;
+  ASSERT_TRUE((*m)->Prefill(tokens, state->get(), 64, LogitsMode::kAll, &logits).ok());
+  EXPECT_EQ(RelDiff(logits, AllLogits(tokens, 64)), 0.0);
+}
+
+TEST_F(ModelTest, MtpLayersLoadAndLeaveTheMainForwardAlone) {
+  TempDir with_mtp;
+  ringserve::testing::WriteTinyModel(with_mtp.path(), 7, 1, /*mtp_layers=*/1);
+  kernels::CpuBackend backend(2);
+  auto m = HybridModel::Load(with_mtp.path(), &backend, {});
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ((*m)->config().num_nextn_predict_layers, 1);
+  EXPECT_GT((*m)->weights().checkpoint_bytes, model_->weights().checkpoint_bytes);
+}
+
+TEST_F(ModelTest, RejectsTokensOutsideTheVocabularyAndOverCapacity) {
+  auto state = model_->NewState(4);
+  ASSERT_TRUE(state.ok());
+  const std::vector<int32_t> bad = {1, 1024};
+  absl::Status s = model_->Prefill(bad, state->get(), 64, LogitsMode::kLast, nullptr);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("token id 1024 at index 1"), std::string::npos) << s;
+  s = model_->Prefill(Prompt(5), state->get(), 64, LogitsMode::kLast, nullptr);
+  EXPECT_EQ(s.code(), absl::StatusCode::kOutOfRange) << s;
+}
+
+TEST_F(ModelTest, GenerationIsReproducibleFromSeedAndPosition) {
+  GenerateOptions options;
+  options.max_tokens = 12;
+  options.ignore_eos = true;
+  options.sampling = {.temperature = 0.8f, .top_k = 50, .top_p = 0.9f, .seed = 1234};
+  auto a = Generate(model_.get(), Prompt(30), options, nullptr);
+  auto b = Generate(model_.get(), Prompt(30), options, nullptr);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(*a, *b);
+  EXPECT_EQ(a->size(), 12u);
+}
+
+TEST_F(ModelTest, LinearStateDoesNotGrowWithThePrompt) {
+  auto small = model_->NewState(16);
+  auto large = model_->NewState(131072);
+  ASSERT_TRUE(small.ok() && large.ok());
+  EXPECT_EQ((*small)->linear_bytes_total(), (*large)->linear_bytes_total());
+  // 6 linear layers x 4 heads x 32 x 32 fp32.
+  EXPECT_EQ((*small)->linear_bytes_total(), 6u * 4 * 32 * 32 * 4);
+}
+
+TEST_F(ModelTest, PrefillsA128KPrompt) {
+  const int64_t n = 131072 - 16;
+  std::vector<int32_t> tokens(n);
+  for (int64_t i = 0; i < n; ++i) tokens[i] = static_cast<int32_t>((i * 7919) % 1000);
+  auto state = model_->NewState(131072);
+  ASSERT_TRUE(state.ok());
+  const size_t linear_before = (*state)->linear_bytes_total();
+  std::vector<float> logits;
+  ASSERT_TRUE(model_->Prefill(tokens, state->get(), 2048, LogitsMode::kLast, &logits).ok());
+  EXPECT_EQ((*state)->position(), n);
+  EXPECT_EQ((*state)->linear_bytes_total(), linear_before);
+  for (float v : logits) ASSERT_TRUE(std::isfinite(v));
+}
+
+}  // namespace
+}  // namespace ringserve::model
