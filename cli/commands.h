@@ -10,5 +10,8 @@ namespace ringserve::cli {
 int RunMakeModel(const std::vector<std::string>& args);
 int RunLogits(const std::vector<std::string>& args);
 int RunGenerate(const std::vector<std::string>& args);
+int RunStatus(const std::vector<std::string>& args);
+int RunCluster(const std::vector<std::string>& args);
+int RunBenchEngine(const std::vector<std::string>& args);
 
 }  // namespace ringserve::cli

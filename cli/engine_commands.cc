@@ -95,7 +95,7 @@ int RunGenerate(const std::vector<std::string>& args) {
   for (const auto& a : args) {
     if (a == "--offline" || a == "--offline=true") return Report(GenerateOffline(args));
   }
-  return Report(absl::InvalidArgumentError("generate needs --offline"));
+  return RunGenerateRemote(args);
 }
 
 }  // namespace ringserve::cli

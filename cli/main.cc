@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/text_commands.h"
 
 namespace {
 
@@ -21,6 +22,12 @@ const std::map<std::string, Command>& Commands() {
       {"make-model", {RunMakeModel, "write a default checkpoint (--preset tiny|small --out DIR)"}},
       {"logits", {RunLogits, "print the logits of every position (--model DIR --tokens 1,2,3)"}},
       {"generate", {RunGenerate, "generate offline (--offline) or through a router (--router)"}},
+      {"tokenize", {RunTokenize, "print the ids of a text (--model DIR --text T | --file F)"}},
+      {"detokenize", {RunDetokenize, "print the text of ids (--model DIR --ids 1,2,3)"}},
+      {"chat-template", {RunChatTemplate, "render the chat template (--model DIR --messages-file F)"}},
+      {"status", {RunStatus, "print the router's worker pools (--router ADDR [--watch])"}},
+      {"bench-engine", {RunBenchEngine, "engine prefill/decode speed vs machine limits"}},
+      {"cluster", {RunCluster, "cluster up: router + N prefill + M decode on loopback"}},
   };
   return *commands;
 }

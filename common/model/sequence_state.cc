@@ -34,6 +34,27 @@ void SequenceState::Reset(kernels::Backend* backend) {
                 static_cast<int64_t>(linear_elems_ * num_linear_));
 }
 
+absl::Status SequenceState::CopyFrom(const SequenceState& other, kernels::Backend* backend) {
+  if (other.num_linear_ != num_linear_ || other.num_softmax_ != num_softmax_ ||
+      other.linear_elems_ != linear_elems_ || other.position_ > capacity_) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot copy a state at position ",
+                                                   other.position_, " into one of capacity ",
+                                                   capacity_, " or of another model"));
+  }
+  backend->CopyDeviceToDevice(linear_.get(), other.linear_.get(), linear_bytes_total());
+  for (int64_t l = 0; l < num_softmax_; ++l) {
+    for (bool value : {false, true}) {
+      const auto src = other.KvSpans(l, value, 0, other.position_);
+      const auto dst = KvSpans(l, value, 0, other.position_);
+      for (size_t i = 0; i < src.size(); ++i) {
+        backend->CopyDeviceToDevice(dst[i].data, src[i].data, src[i].bytes);
+      }
+    }
+  }
+  position_ = other.position_;
+  return absl::OkStatus();
+}
+
 std::vector<Span> SequenceState::KvSpans(int64_t index, bool value, int64_t begin,
                                          int64_t end) const {
   std::vector<Span> spans;

@@ -44,6 +44,9 @@ class SequenceState {
   // head, in head order (the wire layout [Hkv, tokens, D]).
   std::vector<Span> KvSpans(int64_t index, bool value, int64_t begin, int64_t end) const;
 
+  // Makes this a copy of `other` (same model; capacity >= other's position).
+  absl::Status CopyFrom(const SequenceState& other, kernels::Backend* backend);
+
   // Resets to an empty sequence (zero states, position 0).
   void Reset(kernels::Backend* backend);
 

@@ -13,8 +13,6 @@
 #include "common/base/status_macros.h"
 #include "kernels/cpu/cpu_ops.h"
 
-extern "C" void openblas_set_num_threads(int num_threads);
-
 namespace ringserve::kernels {
 namespace {
 

@@ -104,6 +104,45 @@ void LinearDecodeHead(const LinearDecodeParams& p, int64_t b, int64_t h) {
   for (int64_t j = 0; j < d; ++j) dst[j] = p.scale * o[j];
 }
 
+namespace {
+
+constexpr int kLanes = 16;
+
+// max(x[0..n)), n > 0; lane-parallel so it vectorises without -ffast-math.
+float MaxOf(const float* x, int64_t n) {
+  float lanes[kLanes];
+  std::fill_n(lanes, kLanes, -std::numeric_limits<float>::infinity());
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes) {
+    for (int l = 0; l < kLanes; ++l) lanes[l] = x[j + l] > lanes[l] ? x[j + l] : lanes[l];
+  }
+  float m = -std::numeric_limits<float>::infinity();
+  for (; j < n; ++j) m = std::max(m, x[j]);
+  for (int l = 0; l < kLanes; ++l) m = std::max(m, lanes[l]);
+  return m;
+}
+
+// x[j] = exp(x[j] - shift) for j < n; returns their sum (lane-parallel, as MaxOf).
+float ExpShiftSum(float* x, int64_t n, float shift) {
+  float lanes[kLanes] = {0};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes) {
+    for (int l = 0; l < kLanes; ++l) {
+      x[j + l] = FastExpNonPositive(x[j + l] - shift);
+      lanes[l] += x[j + l];
+    }
+  }
+  float sum = 0.0f;
+  for (; j < n; ++j) {
+    x[j] = FastExpNonPositive(x[j] - shift);
+    sum += x[j];
+  }
+  for (int l = 0; l < kLanes; ++l) sum += lanes[l];
+  return sum;
+}
+
+}  // namespace
+
 void StoreKv(const SoftmaxAttentionParams& p, int64_t g) {
   const int64_t d = p.head_dim;
   for (int64_t t = 0; t < p.tokens; ++t) {
@@ -120,7 +159,7 @@ void StoreKv(const SoftmaxAttentionParams& p, int64_t g) {
 
 void SoftmaxAttentionBlock(const SoftmaxAttentionParams& p, int64_t g, int64_t q_begin,
                            int64_t q_end) {
-  constexpr int64_t kKeyBlock = 128;
+  constexpr int64_t kKeyBlock = 512;
   const int64_t d = p.head_dim;
   const int64_t group = p.heads / p.kv_heads;
   const int64_t rows = (q_end - q_begin) * group;
@@ -148,19 +187,13 @@ void SoftmaxAttentionBlock(const SoftmaxAttentionParams& p, int64_t g, int64_t q
       const int64_t limit = p.past + q_begin + r / group;  // last visible key position
       float* srow = s.data() + r * kKeyBlock;
       const int64_t visible = std::min(kn, limit - k0 + 1);
-      float block_max = -std::numeric_limits<float>::infinity();
-      for (int64_t j = 0; j < visible; ++j) block_max = std::max(block_max, srow[j]);
       if (visible <= 0) {
         std::fill_n(srow, kn, 0.0f);
         continue;
       }
-      const float m_new = std::max(m[r], block_max);
+      const float m_new = std::max(m[r], MaxOf(srow, visible));
       const float corr = std::exp(m[r] - m_new);
-      float sum = 0.0f;
-      for (int64_t j = 0; j < visible; ++j) {
-        srow[j] = FastExpNonPositive(srow[j] - m_new);
-        sum += srow[j];
-      }
+      const float sum = ExpShiftSum(srow, visible, m_new);
       for (int64_t j = std::max<int64_t>(visible, 0); j < kn; ++j) srow[j] = 0.0f;
       l[r] = l[r] * corr + sum;
       m[r] = m_new;

@@ -1,0 +1,91 @@
+#include "prefill_worker/service.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/rpc/server_stream.h"
+#include "common/rpc/status.h"
+
+namespace ringserve::prefill {
+
+using internal::v1::PrefillEvent;
+
+PrefillService::PrefillService(PrefillScheduler* scheduler, const model::ModelConfig* config,
+                               uint64_t epoch, std::string fingerprint,
+                               uint64_t max_queued_tokens)
+    : scheduler_(scheduler),
+      config_(config),
+      epoch_(epoch),
+      fingerprint_(std::move(fingerprint)),
+      max_queued_tokens_(max_queued_tokens) {}
+
+grpc::ServerWriteReactor<PrefillEvent>* PrefillService::Run(
+    grpc::CallbackServerContext* ctx, const internal::v1::PrefillRequest* request) {
+  auto reject = [](grpc::StatusCode code, const std::string& message) {
+    return rpc::RejectStream<PrefillEvent>(grpc::Status(code, message));
+  };
+  if (!ready_) return reject(grpc::StatusCode::UNAVAILABLE, "prefill worker is draining");
+  if (request->tokens().empty()) return reject(grpc::StatusCode::INVALID_ARGUMENT, "tokens is empty");
+  if (request->tokens_size() > config_->max_position_embeddings) {
+    return reject(grpc::StatusCode::INVALID_ARGUMENT,
+                  absl::StrCat("prompt of ", request->tokens_size(),
+                               " tokens exceeds the context of ", config_->max_position_embeddings));
+  }
+  if (request->decode_address().empty() || request->ticket().empty()) {
+    return reject(grpc::StatusCode::INVALID_ARGUMENT, "decode_address and ticket are required");
+  }
+  auto job = std::make_unique<PrefillJob>();
+  job->request_id = request->request_id();
+  job->tokens.reserve(request->tokens_size());
+  for (int i = 0; i < request->tokens_size(); ++i) {
+    const uint32_t t = request->tokens(i);
+    if (t >= static_cast<uint32_t>(config_->vocab_size)) {
+      return reject(grpc::StatusCode::INVALID_ARGUMENT,
+                    absl::StrCat("tokens[", i, "] = ", t, " is not below the vocabulary size ",
+                                 config_->vocab_size));
+    }
+    job->tokens.push_back(static_cast<int32_t>(t));
+  }
+  const auto& s = request->sampling();
+  job->sampling = {s.temperature(), s.top_k(),  s.top_p(),
+                   s.min_p(),       s.seed(),   request->sample_position()};
+  job->decode_address = request->decode_address();
+  job->ticket = request->ticket();
+  job->progress = request->progress();
+  job->enqueued = absl::Now();
+  auto sink = std::make_shared<rpc::StreamSink<PrefillEvent>>();
+  job->sink = sink;
+  const std::string id = job->request_id;
+  sink->OnCancel([this, id] { scheduler_->Cancel(id); });
+  if (absl::Status st = scheduler_->Submit(std::move(job)); !st.ok()) {
+    sink->Finish(rpc::ToGrpc(st));
+  }
+  return new rpc::ServerStreamReactor<PrefillEvent>(sink);
+}
+
+grpc::ServerUnaryReactor* PrefillService::Cancel(grpc::CallbackServerContext* ctx,
+                                                 const internal::v1::CancelRequest* request,
+                                                 internal::v1::CancelResponse* response) {
+  scheduler_->Cancel(request->request_id());
+  response->set_cancelled(true);
+  auto* reactor = ctx->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* PrefillService::GetStatus(grpc::CallbackServerContext* ctx,
+                                                    const internal::v1::StatusRequest*,
+                                                    internal::v1::WorkerStatus* response) {
+  const PrefillStats stats = scheduler_->stats();
+  response->set_role("prefill");
+  response->set_epoch(epoch_);
+  response->set_ready(ready_);
+  response->set_queued_prompt_tokens(stats.queued_tokens);
+  response->set_queue_capacity_tokens(max_queued_tokens_);
+  response->set_running(stats.jobs);
+  response->set_transfers_in_flight(stats.transferring);
+  response->set_model_fingerprint(fingerprint_);
+  auto* reactor = ctx->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+}  // namespace ringserve::prefill
