@@ -140,7 +140,7 @@ absl::Status GenerateRemote(const std::vector<std::string>& args) {
     std::lock_guard<std::mutex> lock(mu);
     finished = true;
   }
-  ::kill(::getpid(), SIGUSR1);
+  pthread_kill(canceller.native_handle(), SIGUSR1);
   canceller.join();
   std::printf("\n");
   if (flags.GetBool("ids")) std::printf("{\"ids\": [%s]}\n", absl::StrJoin(ids, ", ").c_str());

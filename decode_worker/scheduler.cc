@@ -164,6 +164,8 @@ void Scheduler::Step(std::vector<Running>& running) {
     Finish(r, done);
   }
   std::erase_if(running, [](const Running& r) { return r.seq.state == nullptr; });
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.running = static_cast<uint32_t>(running.size());
 }
 
 }  // namespace ringserve::decode

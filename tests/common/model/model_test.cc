@@ -197,8 +197,8 @@ TEST_F(ModelTest, LinearStateDoesNotGrowWithThePrompt) {
   auto large = model_->NewState(131072);
   ASSERT_TRUE(small.ok() && large.ok());
   EXPECT_EQ((*small)->linear_bytes_total(), (*large)->linear_bytes_total());
-  // 6 linear layers x 4 heads x 32 x 32 fp32.
-  EXPECT_EQ((*small)->linear_bytes_total(), 6u * 4 * 32 * 32 * 4);
+  // 6 linear layers x 2 heads x 32 x 32 fp32.
+  EXPECT_EQ((*small)->linear_bytes_total(), 6u * 2 * 32 * 32 * 4);
 }
 
 TEST_F(ModelTest, PrefillsA128KPrompt) {

@@ -1,0 +1,184 @@
+// ringserve-decode: admits requests (reservations under leases), receives their state, batches
+// every live sequence on one scheduler thread and streams tokens.
+#include <cstdio>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "common/base/clock.h"
+#include "common/base/flags.h"
+#include "common/base/logging.h"
+#include "common/base/random.h"
+#include "common/base/status_macros.h"
+#include "common/base/subprocess.h"
+#include "common/model/model.h"
+#include "common/rpc/metrics.h"
+#include "common/rpc/server.h"
+#include "common/state/format.h"
+#include "common/state/link_transport.h"
+#include "common/state/reservations.h"
+#include "decode_worker/scheduler.h"
+#include "decode_worker/service.h"
+#include "kernels/backend.h"
+#ifdef RINGSERVE_HAVE_NCCL
+#include "common/state/nccl_byte_link.h"
+#endif
+
+namespace ringserve::decode {
+namespace {
+
+absl::Status Main(const std::vector<std::string>& args) {
+  base::FlagSet flags("ringserve-decode");
+  flags.String("host", "0.0.0.0", "address to listen on");
+  flags.String("port", "50071", "gRPC port (0 picks a free one)");
+  flags.String("metrics-port", "9092", "Prometheus metrics port (0 picks one, -1 disables)");
+  flags.String("model", "", "checkpoint directory");
+  flags.String("device", "cpu", "cpu or cuda");
+  flags.String("threads", "0", "CPU threads (0 = all cores)");
+  flags.String("decay-variant", "sglang", "linear-attention decay formula: sglang or hf");
+  flags.String("max-seqs", "64", "state slots (sequences reserved or running at once)");
+  flags.String("kv-tokens", "1048576", "KV token capacity over all reservations");
+  flags.String("lease-ms", "60000", "longest lease a reservation may ask for");
+  flags.String("transport", "grpc", "state transport accepted besides gRPC: grpc or nccl");
+  flags.String("drain-timeout-s", "600", "how long SIGTERM waits for running sequences");
+  flags.String("log-level", "info", "debug, info, warning or error");
+  flags.String("ready-fd", "-1", "write the bound gRPC port to this inherited fd when ready");
+  rpc::AddTlsFlags(&flags);
+  RETURN_IF_ERROR(flags.Parse(args));
+  RETURN_IF_ERROR(base::SetLogLevel(flags.Get("log-level")));
+  base::SetLogComponent("decode");
+  if (flags.Get("model").empty()) return absl::InvalidArgumentError("--model is required");
+  ASSIGN_OR_RETURN(const int64_t port, flags.GetInt("port"));
+  ASSIGN_OR_RETURN(const int64_t metrics_port, flags.GetInt("metrics-port"));
+  ASSIGN_OR_RETURN(const int64_t threads, flags.GetInt("threads"));
+  ASSIGN_OR_RETURN(const int64_t max_seqs, flags.GetInt("max-seqs"));
+  ASSIGN_OR_RETURN(const int64_t kv_tokens, flags.GetInt("kv-tokens"));
+  ASSIGN_OR_RETURN(const int64_t lease_ms, flags.GetInt("lease-ms"));
+  ASSIGN_OR_RETURN(const int64_t drain_s, flags.GetInt("drain-timeout-s"));
+  ASSIGN_OR_RETURN(const int64_t ready_fd, flags.GetInt("ready-fd"));
+  ASSIGN_OR_RETURN(const model::DecayVariant variant,
+                   model::ParseDecayVariant(flags.Get("decay-variant")));
+  if (max_seqs < 1 || kv_tokens < 1) {
+    return absl::InvalidArgumentError("--max-seqs and --kv-tokens must be positive");
+  }
+
+  ASSIGN_OR_RETURN(auto backend,
+                   kernels::CreateBackend(flags.Get("device"), static_cast<int>(threads)));
+  ASSIGN_OR_RETURN(auto model,
+                   model::HybridModel::Load(flags.Get("model"), backend.get(), {variant}));
+  ASSIGN_OR_RETURN(const std::string fingerprint,
+                   state::ModelFingerprintOfDirectory(flags.Get("model")));
+  const uint64_t epoch = base::RandomU64() >> 1;
+
+  DecodeService* service_ptr = nullptr;
+  state::ReservationTable::Options table_options;
+  table_options.config = model->config();
+  table_options.model_fingerprint = fingerprint;
+  table_options.limits.max_slots = max_seqs;
+  table_options.limits.max_kv_tokens = kv_tokens;
+  table_options.limits.max_lease = absl::Milliseconds(lease_ms);
+  table_options.factory = [m = model.get()](int64_t capacity) { return m->NewState(capacity); };
+  table_options.epoch = epoch;
+  table_options.listener = [&service_ptr](const std::string& id, const absl::Status& status) {
+    if (service_ptr != nullptr) service_ptr->OnStateEvent(id, status);
+  };
+  ASSIGN_OR_RETURN(auto table, state::ReservationTable::Create(std::move(table_options)));
+  std::unique_ptr<state::ByteLinkFactory> link_factory;
+  std::unique_ptr<state::LinkReceiver> links;
+  if (flags.Get("transport") == "nccl") {
+#ifdef RINGSERVE_HAVE_NCCL
+    link_factory = std::make_unique<state::NcclByteLinkFactory>(/*device=*/0);
+    links = std::make_unique<state::LinkReceiver>(link_factory.get(), table.get(),
+                                                  state::LinkReceiver::Options{.epoch = epoch});
+#else
+    return absl::FailedPreconditionError(
+        "--transport=nccl needs a build with CUDA and NCCL (nvcc was not found)");
+#endif
+  } else if (flags.Get("transport") != "grpc") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--transport '", flags.Get("transport"), "' is not one of grpc, nccl"));
+  }
+  Scheduler scheduler(model.get(), static_cast<int>(max_seqs));
+  DecodeService service(table.get(), links.get(), &scheduler, &model->config());
+  service_ptr = &service;
+  scheduler.Start();
+
+  ASSIGN_OR_RETURN(auto metrics, rpc::Metrics::Start(flags.Get("host"),
+                                                     static_cast<int>(metrics_port), "decode"));
+  auto& m_running = metrics->Gauge("ringserve_decode_running_sequences", "Sequences in the batch");
+  auto& m_slots_used = metrics->Gauge("ringserve_decode_state_slots_used", "State slots in use");
+  auto& m_slots_free = metrics->Gauge("ringserve_decode_state_slots_free", "State slots free");
+  auto& m_kv_used = metrics->Gauge("ringserve_decode_kv_tokens_used", "KV tokens reserved");
+  auto& m_kv_free = metrics->Gauge("ringserve_decode_kv_tokens_free", "KV tokens free");
+  auto& m_kv_ratio = metrics->Gauge("ringserve_decode_kv_tokens_used_ratio",
+                                    "Fraction of KV tokens reserved (autoscaling signal)");
+  auto& m_reservations = metrics->Gauge("ringserve_decode_reservations",
+                                        "Reservations waiting for or holding a state");
+  auto& m_transfers = metrics->Gauge("ringserve_decode_transfers_in_flight",
+                                     "State transfers being received");
+  auto& m_tokens = metrics->Counter("ringserve_decode_generated_tokens_total",
+                                    "Tokens generated by decode steps");
+  auto& m_steps = metrics->Counter("ringserve_decode_steps_total", "Decode steps run");
+
+  ASSIGN_OR_RETURN(auto server, rpc::GrpcServer::Start(flags.Get("host"), static_cast<int>(port),
+                                                       rpc::TlsFromFlags(flags), {&service}));
+  service.set_ready(true);
+  server->SetReady(true);
+  RS_LOG(kInfo) << "event=listening port=" << server->port() << " metrics_port="
+                << metrics->port() << " epoch=" << epoch << " fingerprint=" << fingerprint;
+  base::NotifyReady(static_cast<int>(ready_fd), absl::StrCat(server->port()));
+
+  // Housekeeping: lease expiry and gauges, until a termination signal.
+  std::atomic<bool> stop{false};
+  std::thread housekeeping([&] {
+    uint64_t tokens_seen = 0, steps_seen = 0;
+    while (!stop.load()) {
+      table->ExpireLeases();
+      const state::ReservationStats s = table->Stats();
+      const SchedulerStats sched = scheduler.stats();
+      m_running.Set(sched.running);
+      m_slots_used.Set(static_cast<double>(s.slots_used));
+      m_slots_free.Set(static_cast<double>(s.slots_total - s.slots_used));
+      m_kv_used.Set(static_cast<double>(s.kv_tokens_used));
+      m_kv_free.Set(static_cast<double>(s.kv_tokens_total - s.kv_tokens_used));
+      m_kv_ratio.Set(static_cast<double>(s.kv_tokens_used) /
+                     static_cast<double>(std::max<int64_t>(1, s.kv_tokens_total)));
+      m_reservations.Set(static_cast<double>(s.reservations));
+      m_transfers.Set(static_cast<double>(s.transfers_in_flight));
+      m_tokens.Increment(static_cast<double>(sched.tokens - tokens_seen));
+      m_steps.Increment(static_cast<double>(sched.steps - steps_seen));
+      tokens_seen = sched.tokens;
+      steps_seen = sched.steps;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  });
+  const int sig = rpc::WaitForTerminationSignal();
+  RS_LOG(kInfo) << "event=draining signal=" << sig;
+  service.set_ready(false);
+  server->SetReady(false);
+  // Running sequences finish; new reservations are refused meanwhile.
+  const absl::Time drain_deadline = absl::Now() + absl::Seconds(drain_s);
+  while (absl::Now() < drain_deadline) {
+    const state::ReservationStats s = table->Stats();
+    if (s.slots_used == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  server->Shutdown(absl::Seconds(5));
+  scheduler.Stop();
+  stop = true;
+  housekeeping.join();
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace ringserve::decode
+
+int main(int argc, char** argv) {
+  ringserve::rpc::BlockTerminationSignals();
+  const absl::Status status =
+      ringserve::decode::Main(std::vector<std::string>(argv + 1, argv + argc));
+  if (!status.ok()) {
+    std::fprintf(stderr, "ringserve-decode: %s\n", std::string(status.message()).c_str());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,179 @@
+#include "decode_worker/service.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/base/logging.h"
+#include "common/rpc/server_stream.h"
+#include "common/rpc/status.h"
+
+namespace ringserve::decode {
+
+using internal::v1::DecodeEvent;
+
+DecodeService::DecodeService(state::ReservationTable* table, state::LinkReceiver* links,
+                             Scheduler* scheduler, const model::ModelConfig* config)
+    : DecodeStateService(table, links), table_(table), scheduler_(scheduler), config_(config) {}
+
+grpc::ServerUnaryReactor* DecodeService::Reserve(grpc::CallbackServerContext* ctx,
+                                                 const internal::v1::ReserveRequest* request,
+                                                 internal::v1::ReserveResponse* response) {
+  auto* reactor = ctx->DefaultReactor();
+  if (!ready_) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "decode worker is draining"));
+    return reactor;
+  }
+  const absl::Duration lease =
+      request->lease_ms() > 0 ? absl::Milliseconds(request->lease_ms()) : absl::Seconds(60);
+  absl::StatusOr<state::Reservation> r = table_->Reserve(
+      request->request_id(), request->prompt_tokens(), request->max_tokens(), lease);
+  if (!r.ok()) {
+    reactor->Finish(rpc::ToGrpc(r.status()));
+    return reactor;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    Request& req = requests_[request->request_id()];
+    req.ticket = r->ticket;
+    req.stopping = request->stopping();
+    req.stopping.set_max_tokens(request->max_tokens());
+  }
+  RS_LOG(kInfo) << "event=reserved request_id=" << request->request_id()
+                << " prompt_tokens=" << request->prompt_tokens()
+                << " max_tokens=" << request->max_tokens();
+  response->set_ticket(r->ticket);
+  response->set_epoch(r->epoch);
+  response->set_lease_deadline_unix_ms(absl::ToUnixMillis(r->lease_deadline));
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerWriteReactor<DecodeEvent>* DecodeService::Generate(
+    grpc::CallbackServerContext* ctx, const internal::v1::DecodeRequest* request) {
+  auto sink = std::make_shared<rpc::StreamSink<DecodeEvent>>();
+  const std::string id = request->request_id();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = requests_.find(id);
+    if (it == requests_.end()) {
+      return rpc::RejectStream<DecodeEvent>(
+          grpc::Status(grpc::StatusCode::NOT_FOUND,
+                       absl::StrCat("no reservation for request '", id, "' (lease expired?)")));
+    }
+    if (it->second.ticket != request->ticket()) {
+      return rpc::RejectStream<DecodeEvent>(
+          grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "ticket does not match"));
+    }
+    if (it->second.sink != nullptr) {
+      return rpc::RejectStream<DecodeEvent>(grpc::Status(
+          grpc::StatusCode::ALREADY_EXISTS, absl::StrCat("request '", id, "' is streaming")));
+    }
+    it->second.sink = sink;
+  }
+  const std::string ticket = request->ticket();
+  sink->OnCancel([this, id, ticket] {
+    scheduler_->Cancel(id);
+    table_->Release(id, ticket).IgnoreError();
+  });
+  auto* reactor = new rpc::ServerStreamReactor<DecodeEvent>(sink);
+  MaybeStart(id);
+  return reactor;
+}
+
+void DecodeService::MaybeStart(const std::string& request_id) {
+  std::string ticket;
+  std::shared_ptr<rpc::StreamSink<DecodeEvent>> sink;
+  internal::v1::Stopping stopping;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = requests_.find(request_id);
+    if (it == requests_.end() || it->second.sink == nullptr || it->second.started) return;
+    ticket = it->second.ticket;
+    sink = it->second.sink;
+    stopping = it->second.stopping;
+  }
+  absl::StatusOr<state::ReadyState> ready = table_->TakeReady(request_id, ticket);
+  if (!ready.ok()) return;  // not arrived yet: OnStateEvent calls again
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = requests_.find(request_id);
+    if (it == requests_.end() || it->second.started) return;
+    it->second.started = true;
+  }
+  ReadySequence seq;
+  seq.request_id = request_id;
+  seq.state = std::move(ready->state);
+  seq.first_token = static_cast<int32_t>(ready->first_token);
+  const auto& s = ready->sampling;
+  seq.options.sampling = {s.temperature(), s.top_k(), s.top_p(), s.min_p(), s.seed(), 0};
+  seq.options.max_tokens = stopping.max_tokens();
+  seq.options.ignore_eos = stopping.ignore_eos();
+  for (uint32_t id : stopping.stop_token_ids()) {
+    seq.options.stop_token_ids.push_back(static_cast<int32_t>(id));
+  }
+  seq.sink = sink;
+  seq.on_finish = [this, request_id, ticket] {
+    table_->Release(request_id, ticket).IgnoreError();
+    Forget(request_id);
+  };
+  RS_LOG(kInfo) << "event=state_ready request_id=" << request_id << " tokens=" << ready->tokens
+                << " bytes=" << ready->bytes
+                << " transfer_us=" << absl::ToInt64Microseconds(ready->transfer_time);
+  scheduler_->Submit(std::move(seq));
+}
+
+void DecodeService::OnStateEvent(const std::string& request_id, const absl::Status& status) {
+  if (status.ok()) {
+    MaybeStart(request_id);
+    return;
+  }
+  std::shared_ptr<rpc::StreamSink<DecodeEvent>> sink;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = requests_.find(request_id);
+    if (it == requests_.end() || it->second.started) return;
+    sink = it->second.sink;
+    requests_.erase(it);
+  }
+  RS_LOG(kInfo) << "event=reservation_ended request_id=" << request_id
+                << " status=" << base::Quote(status.ToString());
+  if (sink != nullptr) sink->Finish(rpc::ToGrpc(status));
+}
+
+void DecodeService::Forget(const std::string& request_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  requests_.erase(request_id);
+}
+
+grpc::ServerUnaryReactor* DecodeService::Release(grpc::CallbackServerContext* ctx,
+                                                 const internal::v1::ReleaseRequest* request,
+                                                 internal::v1::ReleaseResponse* response) {
+  scheduler_->Cancel(request->request_id());
+  const absl::Status s = table_->Release(request->request_id(), request->ticket());
+  response->set_released(s.ok());
+  auto* reactor = ctx->DefaultReactor();
+  reactor->Finish(s.ok() || absl::IsNotFound(s) ? grpc::Status::OK : rpc::ToGrpc(s));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* DecodeService::GetStatus(grpc::CallbackServerContext* ctx,
+                                                   const internal::v1::StatusRequest*,
+                                                   internal::v1::WorkerStatus* response) {
+  const state::ReservationStats stats = table_->Stats();
+  const SchedulerStats sched = scheduler_->stats();
+  response->set_role("decode");
+  response->set_epoch(table_->epoch());
+  response->set_ready(ready_);
+  response->set_running(sched.running);
+  response->set_state_slots_total(static_cast<uint32_t>(stats.slots_total));
+  response->set_state_slots_used(static_cast<uint32_t>(stats.slots_used));
+  response->set_kv_tokens_total(static_cast<uint64_t>(stats.kv_tokens_total));
+  response->set_kv_tokens_used(static_cast<uint64_t>(stats.kv_tokens_used));
+  response->set_reservations(static_cast<uint32_t>(stats.reservations));
+  response->set_transfers_in_flight(static_cast<uint32_t>(stats.transfers_in_flight));
+  response->set_buffered_bytes(stats.state_bytes);
+  response->set_model_fingerprint(table_->model_fingerprint());
+  auto* reactor = ctx->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+}  // namespace ringserve::decode

@@ -1,0 +1,194 @@
+// ringserve-prefill: chunked prefill of queued prompts; pushes each finished state to the decode
+// worker named in its job.
+#include <cstdio>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "common/base/flags.h"
+#include "common/base/logging.h"
+#include "common/base/random.h"
+#include "common/base/status_macros.h"
+#include "common/base/subprocess.h"
+#include "common/model/model.h"
+#include "common/rpc/metrics.h"
+#include "common/rpc/server.h"
+#include "common/state/format.h"
+#include "common/state/grpc_stream.h"
+#include "common/state/link_transport.h"
+#include "kernels/backend.h"
+#include "prefill_worker/scheduler.h"
+#include "prefill_worker/service.h"
+#ifdef RINGSERVE_HAVE_NCCL
+#include "common/state/nccl_byte_link.h"
+#endif
+
+namespace ringserve::prefill {
+namespace {
+
+absl::Status Main(const std::vector<std::string>& args) {
+  base::FlagSet flags("ringserve-prefill");
+  flags.String("host", "0.0.0.0", "address to listen on");
+  flags.String("port", "50061", "gRPC port (0 picks a free one)");
+  flags.String("metrics-port", "9091", "Prometheus metrics port (0 picks one, -1 disables)");
+  flags.String("model", "", "checkpoint directory");
+  flags.String("device", "cpu", "cpu or cuda");
+  flags.String("threads", "0", "CPU threads (0 = all cores)");
+  flags.String("decay-variant", "sglang", "linear-attention decay formula: sglang or hf");
+  flags.String("chunk-tokens", "2048", "prefill chunk length");
+  flags.String("max-queued-tokens", "1048576", "queued prompt tokens before RESOURCE_EXHAUSTED");
+  flags.String("max-active", "4", "prompts prefilled interleaved, chunk by chunk");
+  flags.String("transport", "grpc", "state transport to decode workers: grpc or nccl");
+  flags.String("transfer-timeout-s", "120", "deadline of one state transfer");
+  flags.String("drain-timeout-s", "600", "how long SIGTERM waits for queued prompts");
+  flags.String("log-level", "info", "debug, info, warning or error");
+  flags.String("ready-fd", "-1", "write the bound gRPC port to this inherited fd when ready");
+  rpc::AddTlsFlags(&flags);
+  RETURN_IF_ERROR(flags.Parse(args));
+  RETURN_IF_ERROR(base::SetLogLevel(flags.Get("log-level")));
+  base::SetLogComponent("prefill");
+  if (flags.Get("model").empty()) return absl::InvalidArgumentError("--model is required");
+  ASSIGN_OR_RETURN(const int64_t port, flags.GetInt("port"));
+  ASSIGN_OR_RETURN(const int64_t metrics_port, flags.GetInt("metrics-port"));
+  ASSIGN_OR_RETURN(const int64_t threads, flags.GetInt("threads"));
+  ASSIGN_OR_RETURN(const int64_t chunk, flags.GetInt("chunk-tokens"));
+  ASSIGN_OR_RETURN(const int64_t max_queued, flags.GetInt("max-queued-tokens"));
+  ASSIGN_OR_RETURN(const int64_t max_active, flags.GetInt("max-active"));
+  ASSIGN_OR_RETURN(const int64_t transfer_s, flags.GetInt("transfer-timeout-s"));
+  ASSIGN_OR_RETURN(const int64_t drain_s, flags.GetInt("drain-timeout-s"));
+  ASSIGN_OR_RETURN(const int64_t ready_fd, flags.GetInt("ready-fd"));
+  ASSIGN_OR_RETURN(const model::DecayVariant variant,
+                   model::ParseDecayVariant(flags.Get("decay-variant")));
+  if (chunk < 1 || max_queued < 1 || max_active < 1) {
+    return absl::InvalidArgumentError(
+        "--chunk-tokens, --max-queued-tokens and --max-active must be positive");
+  }
+  const rpc::TlsFiles tls = rpc::TlsFromFlags(flags);
+  ASSIGN_OR_RETURN(auto backend,
+                   kernels::CreateBackend(flags.Get("device"), static_cast<int>(threads)));
+  ASSIGN_OR_RETURN(auto model,
+                   model::HybridModel::Load(flags.Get("model"), backend.get(), {variant}));
+  ASSIGN_OR_RETURN(const std::string fingerprint,
+                   state::ModelFingerprintOfDirectory(flags.Get("model")));
+  const uint64_t epoch = base::RandomU64() >> 1;
+
+  ASSIGN_OR_RETURN(auto creds, rpc::ChannelCredentials(tls));
+  state::ChannelCache channels(creds);
+  std::unique_ptr<state::ByteLinkFactory> link_factory;
+  std::unique_ptr<state::StateSender> sender;
+  const std::string transport = flags.Get("transport");
+  if (transport == "grpc") {
+    sender = std::make_unique<state::GrpcStateSender>(model->config(), &channels);
+  } else if (transport == "nccl") {
+#ifdef RINGSERVE_HAVE_NCCL
+    link_factory = std::make_unique<state::NcclByteLinkFactory>(/*device=*/0);
+    state::LinkStateSender::Options link_options;
+    link_options.sender_id = absl::StrCat(flags.Get("host"), ":", port, "/", epoch);
+    link_options.epoch = epoch;
+    sender = std::make_unique<state::LinkStateSender>(model->config(), link_factory.get(),
+                                                      &channels, link_options);
+#else
+    return absl::FailedPreconditionError(
+        "--transport=nccl needs a build with CUDA and NCCL (nvcc was not found)");
+#endif
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--transport '", transport, "' is not one of grpc, nccl"));
+  }
+
+  ASSIGN_OR_RETURN(auto metrics, rpc::Metrics::Start(flags.Get("host"),
+                                                     static_cast<int>(metrics_port), "prefill"));
+  auto& m_bytes = metrics->Counter("ringserve_transfer_bytes_total",
+                                   "State bytes sent to decode workers", {{"transport", transport}});
+  auto& m_transfer = metrics->Seconds("ringserve_transfer_duration_seconds",
+                                      "Time of one state transfer", {{"transport", transport}});
+  auto& m_ok = metrics->Counter("ringserve_prefill_requests_total", "Prefill jobs by outcome",
+                                {{"outcome", "ok"}});
+  auto& m_failed = metrics->Counter("ringserve_prefill_requests_total", "Prefill jobs by outcome",
+                                    {{"outcome", "error"}});
+  SendState send = [&](const PrefillJob& job) -> absl::Status {
+    state::TransferJob t;
+    t.request_id = job.request_id;
+    t.ticket = job.ticket;
+    t.decode_address = job.decode_address;
+    t.sender_epoch = epoch;
+    t.first_token = static_cast<uint32_t>(job.first_token);
+    t.sampling.set_temperature(job.sampling.temperature);
+    t.sampling.set_top_k(job.sampling.top_k);
+    t.sampling.set_top_p(job.sampling.top_p);
+    t.sampling.set_min_p(job.sampling.min_p);
+    t.sampling.set_seed(job.sampling.seed);
+    t.model_fingerprint = fingerprint;
+    t.state = job.state.get();
+    t.tokens = job.state->position();
+    absl::StatusOr<state::TransferResult> r =
+        sender->Send(t, absl::Now() + absl::Seconds(transfer_s));
+    if (!r.ok()) {
+      m_failed.Increment();
+      return r.status();
+    }
+    m_ok.Increment();
+    m_bytes.Increment(static_cast<double>(r->bytes));
+    m_transfer.Observe(absl::ToDoubleSeconds(r->elapsed));
+    return absl::OkStatus();
+  };
+  PrefillScheduler::Options options;
+  options.chunk_tokens = chunk;
+  options.max_queued_tokens = static_cast<uint64_t>(max_queued);
+  options.max_active = static_cast<int>(max_active);
+  PrefillScheduler scheduler(model.get(), options, send);
+  PrefillService service(&scheduler, &model->config(), epoch, fingerprint,
+                         static_cast<uint64_t>(max_queued));
+  scheduler.Start();
+  auto& m_queued = metrics->Gauge("ringserve_prefill_queued_prompt_tokens",
+                                  "Prompt tokens queued or being prefilled (autoscaling signal)");
+  auto& m_jobs = metrics->Gauge("ringserve_prefill_jobs", "Prefill jobs queued, running or sending");
+  auto& m_tokens = metrics->Counter("ringserve_prefill_tokens_total", "Prompt tokens prefilled");
+
+  ASSIGN_OR_RETURN(auto server, rpc::GrpcServer::Start(flags.Get("host"), static_cast<int>(port),
+                                                       tls, {&service}));
+  service.set_ready(true);
+  server->SetReady(true);
+  RS_LOG(kInfo) << "event=listening port=" << server->port() << " metrics_port="
+                << metrics->port() << " epoch=" << epoch << " transport=" << transport;
+  base::NotifyReady(static_cast<int>(ready_fd), absl::StrCat(server->port()));
+
+  std::atomic<bool> stop{false};
+  std::thread gauges([&] {
+    uint64_t seen = 0;
+    while (!stop.load()) {
+      const PrefillStats s = scheduler.stats();
+      m_queued.Set(static_cast<double>(s.queued_tokens));
+      m_jobs.Set(s.jobs);
+      m_tokens.Increment(static_cast<double>(s.prefilled_tokens - seen));
+      seen = s.prefilled_tokens;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  });
+  const int sig = rpc::WaitForTerminationSignal();
+  RS_LOG(kInfo) << "event=draining signal=" << sig;
+  service.set_ready(false);
+  server->SetReady(false);
+  const absl::Time drain_deadline = absl::Now() + absl::Seconds(drain_s);
+  while (absl::Now() < drain_deadline && scheduler.stats().jobs > 0) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  server->Shutdown(absl::Seconds(5));
+  scheduler.Stop();
+  stop = true;
+  gauges.join();
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace ringserve::prefill
+
+int main(int argc, char** argv) {
+  ringserve::rpc::BlockTerminationSignals();
+  const absl::Status status =
+      ringserve::prefill::Main(std::vector<std::string>(argv + 1, argv + argc));
+  if (!status.ok()) {
+    std::fprintf(stderr, "ringserve-prefill: %s\n", std::string(status.message()).c_str());
+    return 1;
+  }
+  return 0;
+}

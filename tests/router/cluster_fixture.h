@@ -1,0 +1,135 @@
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cli/cluster.h"
+#include "gtest/gtest.h"
+#include "ringserve/internal/v1/worker.grpc.pb.h"
+#include "ringserve/v1/generation.grpc.pb.h"
+#include "tests/common/model/test_model_dir.h"
+
+namespace ringserve::testing {
+
+// The result of one Generate call.
+struct Answer {
+  grpc::Status status;
+  std::vector<uint32_t> ids;
+  std::string text;
+  std::optional<ringserve::v1::Finished> finished;
+  int progress_events = 0;
+  absl::Time first_token = absl::InfinitePast();
+};
+
+// Writes the default tiny model with `ringctl make-model` (a real process) into `dir`.
+inline void MakeDefaultModel(const std::string& dir) {
+  auto p = base::Subprocess::Start(
+      {std::string(RINGSERVE_BIN_DIR) + "/ringctl", "make-model", "--preset", "tiny", "--out", dir},
+      false);
+  ASSERT_TRUE(p.ok()) << p.status();
+  auto code = (*p)->Wait(absl::Minutes(2));
+  ASSERT_TRUE(code.ok() && *code == 0) << "ringctl make-model failed";
+}
+
+inline cli::LocalCluster::Options ClusterOptions(const std::string& model_dir, int prefill,
+                                                 int decode) {
+  cli::LocalCluster::Options o;
+  o.bin_dir = RINGSERVE_BIN_DIR;
+  o.model_dir = model_dir;
+  o.prefill = prefill;
+  o.decode = decode;
+  o.worker_args = {"--threads=1", "--metrics-port=-1", "--log-level=warning"};
+  o.router_args = {"--metrics-port=-1", "--log-level=warning", "--poll-interval-ms=100"};
+  return o;
+}
+
+inline Answer Generate(const std::string& router, const ringserve::v1::GenerateRequest& request,
+                       absl::Duration timeout = absl::Minutes(10),
+                       grpc::ClientContext* external = nullptr) {
+  auto channel = grpc::CreateChannel(router, grpc::InsecureChannelCredentials());
+  auto stub = ringserve::v1::Generation::NewStub(channel);
+  grpc::ClientContext local;
+  grpc::ClientContext* ctx = external != nullptr ? external : &local;
+  if (external == nullptr) ctx->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  auto reader = stub->Generate(ctx, request);
+  Answer a;
+  ringserve::v1::GenerateResponse r;
+  while (reader->Read(&r)) {
+    if (r.has_progress()) ++a.progress_events;
+    if (r.has_delta()) {
+      if (a.ids.empty()) a.first_token = absl::Now();
+      a.ids.insert(a.ids.end(), r.delta().token_ids().begin(), r.delta().token_ids().end());
+      a.text += r.delta().text();
+    }
+    if (r.has_finished()) a.finished = r.finished();
+  }
+  a.status = reader->Finish();
+  return a;
+}
+
+inline ringserve::v1::GenerateRequest TokenRequest(const std::vector<uint32_t>& prompt,
+                                                   uint32_t max_tokens, float temperature = 0,
+                                                   std::optional<uint64_t> seed = std::nullopt) {
+  ringserve::v1::GenerateRequest req;
+  for (uint32_t t : prompt) req.mutable_token_ids()->add_ids(t);
+  req.mutable_stopping()->set_max_tokens(max_tokens);
+  req.mutable_stopping()->set_ignore_eos(true);
+  req.mutable_sampling()->set_temperature(temperature);
+  if (seed.has_value()) req.mutable_sampling()->set_seed(*seed);
+  return req;
+}
+
+inline std::vector<uint32_t> PromptOf(int n, int salt = 0) {
+  std::vector<uint32_t> t(n);
+  for (int i = 0; i < n; ++i) t[i] = static_cast<uint32_t>((i * 7919 + salt * 104729 + 17) % 900);
+  return t;
+}
+
+// A worker's own view of what it holds.
+inline internal::v1::WorkerStatus WorkerStatusOf(const std::string& address, bool prefill) {
+  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+  internal::v1::WorkerStatus status;
+  grpc::Status s = prefill ? internal::v1::Prefill::NewStub(channel)->GetStatus(&ctx, {}, &status)
+                           : internal::v1::Decode::NewStub(channel)->GetStatus(&ctx, {}, &status);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  return status;
+}
+
+// Whether a worker holds nothing for any request: no reservation, slot, KV, transfer or job.
+inline bool WorkerIsIdle(const std::string& address, bool prefill) {
+  const internal::v1::WorkerStatus s = WorkerStatusOf(address, prefill);
+  if (prefill) return s.running() == 0 && s.queued_prompt_tokens() == 0;
+  return s.reservations() == 0 && s.state_slots_used() == 0 && s.kv_tokens_used() == 0 &&
+         s.transfers_in_flight() == 0 && s.running() == 0 && s.buffered_bytes() == 0;
+}
+
+// Every worker of the cluster is idle. Releases happen asynchronously after a stream ends, so
+// this re-reads the workers' status until they settle (bounded; each read is a real RPC).
+inline bool ClusterSettlesIdle(cli::LocalCluster* cluster, absl::Duration limit = absl::Seconds(20)) {
+  const absl::Time deadline = absl::Now() + limit;
+  while (true) {
+    bool idle = true;
+    for (auto& m : cluster->members()) {
+      if (m.role == "router" || m.process == nullptr || !m.process->running()) continue;
+      idle = idle && WorkerIsIdle(m.address, m.role == "prefill");
+    }
+    if (idle) return true;
+    if (absl::Now() > deadline) {
+      for (auto& m : cluster->members()) {
+        if (m.role == "router" || m.process == nullptr || !m.process->running()) continue;
+        ADD_FAILURE() << m.role << " " << m.address << " still holds: "
+                      << WorkerStatusOf(m.address, m.role == "prefill").ShortDebugString();
+      }
+      return false;
+    }
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+}
+
+}  // namespace ringserve::testing
