@@ -10,5 +10,10 @@ $SUDO apt-get install -y -qq --no-install-recommends \
   build-essential cmake pkg-config git ca-certificates \
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev \
   libgtest-dev libgmock-dev libbenchmark-dev \
-  libopenblas-dev libxxhash-dev libonig-dev nlohmann-json3-dev prometheus-cpp-dev \
+  libopenblas-dev libxxhash-dev libonig-dev libicu-dev nlohmann-json3-dev prometheus-cpp-dev \
   openssl nodejs npm gnuplot-nox unzip
+
+# JavaScript references for the cross-check tests (pinned by package-lock.json).
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$ROOT/tests/common/text/npm/install.sh"
+bash "$ROOT/tests/helm/install.sh"

@@ -43,7 +43,9 @@ struct QueuedPair {
   }
 };
 
-// Learns merges on the words until `target_tokens` BPE tokens exist or no pair is left.
+// Learns merges on the words until `target_tokens` BPE tokens exist or no pair is left. Keeps
+// pair counts up to date incrementally and picks the best pair from a lazily refreshed heap.
+// Not thread-safe; one per TrainByteLevelBpe call.
 class Trainer {
  public:
   Trainer(std::vector<Word> words, size_t target_tokens)
@@ -132,8 +134,8 @@ class Trainer {
         pair_counts_.erase(it);
         continue;
       }
-      queue_.push({it->second, static_cast<uint32_t>(touched >> 32),
-                   static_cast<uint32_t>(touched)});
+      queue_.push(
+          {it->second, static_cast<uint32_t>(touched >> 32), static_cast<uint32_t>(touched)});
     }
   }
 

@@ -18,9 +18,9 @@ inline constexpr std::string_view kRingSplitPattern =
 // The special tokens WriteTokenizerFiles places at the top of the id range, in id order: the
 // first gets id vocab_size - kRingSpecialTokens.size(), the last vocab_size - 1.
 inline constexpr std::array<std::string_view, 13> kRingSpecialTokens = {
-    "<|startoftext|>", "<|endoftext|>", "<|role_end|>",    "<role>",         "</role>",
-    "<think>",         "</think>",      "<tool_call>",     "</tool_call>",   "<tool_response>",
-    "</tool_response>", "[CLS]",        "[gMASK]"};
+    "<|startoftext|>",  "<|endoftext|>", "<|role_end|>", "<role>",       "</role>",
+    "<think>",          "</think>",      "<tool_call>",  "</tool_call>", "<tool_response>",
+    "</tool_response>", "[CLS]",         "[gMASK]"};
 
 // The ids of kRingSpecialTokens in a tokenizer written by WriteTokenizerFiles(dir, vocab_size).
 struct RingSpecialTokenIds {

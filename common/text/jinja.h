@@ -45,9 +45,9 @@ class Template {
   // ResourceExhausted.
   absl::StatusOr<std::string> Render(const ValueDict& context) const;
 
+ private:
   struct Program;
 
- private:
   Template(std::unique_ptr<Program> program, TemplateOptions options);
 
   std::unique_ptr<Program> program_;

@@ -25,7 +25,15 @@ void ValueDict::Set(std::string key, Value value) {
   }
 }
 
-Value Value::FromJson(const nlohmann::ordered_json& json) {
+absl::StatusOr<Value> Value::FromJson(const nlohmann::ordered_json& json) {
+  return FromJsonAt(json, 0);
+}
+
+absl::StatusOr<Value> Value::FromJsonAt(const nlohmann::ordered_json& json, int depth) {
+  if (depth > kMaxJsonDepth) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("JSON nests deeper than the limit ", kMaxJsonDepth));
+  }
   switch (json.type()) {
     case nlohmann::ordered_json::value_t::null:
       return None();
@@ -45,16 +53,22 @@ Value Value::FromJson(const nlohmann::ordered_json& json) {
     case nlohmann::ordered_json::value_t::array: {
       List list;
       list.reserve(json.size());
-      for (const auto& item : json) list.push_back(FromJson(item));
+      for (const auto& item : json) {
+        ASSIGN_OR_RETURN(Value value, FromJsonAt(item, depth + 1));
+        list.push_back(std::move(value));
+      }
       return FromList(std::move(list));
     }
     case nlohmann::ordered_json::value_t::object: {
       ValueDict dict;
-      for (auto it = json.begin(); it != json.end(); ++it) dict.Set(it.key(), FromJson(it.value()));
+      for (auto it = json.begin(); it != json.end(); ++it) {
+        ASSIGN_OR_RETURN(Value value, FromJsonAt(it.value(), depth + 1));
+        dict.Set(it.key(), std::move(value));
+      }
       return FromDict(std::move(dict));
     }
     default:
-      return Undefined("binary");
+      return absl::InvalidArgumentError("binary JSON values are not supported");
   }
 }
 
@@ -103,8 +117,8 @@ std::string PythonFloatRepr(double d) {
   if (std::isinf(d)) return d > 0 ? "inf" : "-inf";
   // Shortest round-trip digits, then Python's layout: positional when -4 <= exponent < 16.
   char buffer[64];
-  const auto result = std::to_chars(buffer, buffer + sizeof(buffer), d,
-                                    std::chars_format::scientific);
+  const auto result =
+      std::to_chars(buffer, buffer + sizeof(buffer), d, std::chars_format::scientific);
   const std::string scientific(buffer, result.ptr);
   const size_t e = scientific.find('e');
   std::string mantissa = scientific.substr(0, e);
@@ -118,20 +132,21 @@ std::string PythonFloatRepr(double d) {
   std::string out = negative ? "-" : "";
   if (exponent >= -4 && exponent < 16) {
     if (exponent < 0) {
-      out += "0." + std::string(-exponent - 1, '0') + digits;
+      absl::StrAppend(&out, "0.", std::string(-exponent - 1, '0'), digits);
     } else if (static_cast<int>(digits.size()) <= exponent + 1) {
-      out += digits + std::string(exponent + 1 - digits.size(), '0') + ".0";
+      absl::StrAppend(&out, digits, std::string(exponent + 1 - digits.size(), '0'), ".0");
     } else {
-      out += digits.substr(0, exponent + 1) + "." + digits.substr(exponent + 1);
+      absl::StrAppend(&out, digits.substr(0, exponent + 1), ".", digits.substr(exponent + 1));
     }
     return out;
   }
-  out += digits.substr(0, 1);
-  if (digits.size() > 1) out += "." + digits.substr(1);
+  absl::StrAppend(&out, digits.substr(0, 1));
+  if (digits.size() > 1) absl::StrAppend(&out, ".", digits.substr(1));
   char exponent_text[16];
   std::snprintf(exponent_text, sizeof(exponent_text), "e%c%02d", exponent < 0 ? '-' : '+',
                 std::abs(exponent));
-  return out + exponent_text;
+  absl::StrAppend(&out, exponent_text);
+  return out;
 }
 
 namespace {
@@ -244,7 +259,7 @@ std::string Value::Repr() const {
       for (const auto& [key, value] : AsDict().items()) {
         if (!first) out += ", ";
         first = false;
-        out += PythonStringRepr(key) + ": " + value.Repr();
+        absl::StrAppend(&out, PythonStringRepr(key), ": ", value.Repr());
       }
       return out + "}";
     }
@@ -289,8 +304,9 @@ absl::StatusOr<std::string> Value::ToJson(int indent) const {
 }
 
 absl::Status Value::AppendJson(int indent, int depth, std::string* out) const {
-  if (depth > 512) {
-    return absl::InvalidArgumentError("tojson: nesting deeper than the limit 512");
+  if (depth > kMaxJsonDepth) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tojson: nesting deeper than the limit ", kMaxJsonDepth));
   }
   const std::string item_separator = indent >= 0 ? "," : ", ";
   auto newline = [&](int level) {

@@ -16,7 +16,8 @@ namespace ringserve::text::jinja {
 
 class Value;
 
-// An insertion-ordered string-keyed map, like a Python dict built from JSON.
+// An insertion-ordered string-keyed map, like a Python dict built from JSON. Not thread-safe to
+// mutate; a dict inside a Value is never mutated once shared (only a namespace's is).
 class ValueDict {
  public:
   // The value of `key`, or nullptr.
@@ -40,7 +41,18 @@ struct Macro;  // defined by the template engine
 // across renders.
 class Value {
  public:
-  enum class Kind { kUndefined, kNone, kBool, kInt, kFloat, kString, kList, kDict, kNamespace, kMacro };
+  enum class Kind {
+    kUndefined,
+    kNone,
+    kBool,
+    kInt,
+    kFloat,
+    kString,
+    kList,
+    kDict,
+    kNamespace,
+    kMacro
+  };
   using List = std::vector<Value>;
 
   // Undefined; `name` says what was looked up, for error messages.
@@ -49,12 +61,13 @@ class Value {
     return Value(FromData{}, UndefinedTag{std::move(name)});
   }
   static Value None() { return Value(FromData{}, NoneTag{}); }
-  Value(bool b) : data_(b) {}                        // NOLINT: implicit like Python literals
-  Value(int64_t i) : data_(i) {}                     // NOLINT
-  Value(int i) : data_(int64_t{i}) {}                // NOLINT
-  Value(double d) : data_(d) {}                      // NOLINT
-  Value(std::string s) : data_(std::move(s)) {}      // NOLINT
-  Value(const char* s) : data_(std::string(s)) {}    // NOLINT
+  // Scalars convert implicitly, like literals.
+  Value(bool b) : data_(b) {}
+  Value(int64_t i) : data_(i) {}
+  Value(int i) : data_(int64_t{i}) {}
+  Value(double d) : data_(d) {}
+  Value(std::string s) : data_(std::move(s)) {}
+  Value(const char* s) : data_(std::string(s)) {}
   static Value FromList(List list) {
     return Value(FromData{}, std::make_shared<const List>(std::move(list)));
   }
@@ -66,7 +79,9 @@ class Value {
   }
   static Value FromMacro(const Macro* macro) { return Value(FromData{}, macro); }
   // JSON numbers that are integers become kInt, others kFloat; objects keep their key order.
-  static Value FromJson(const nlohmann::ordered_json& json);
+  // Fails for JSON nested deeper than kMaxJsonDepth.
+  static absl::StatusOr<Value> FromJson(const nlohmann::ordered_json& json);
+  static constexpr int kMaxJsonDepth = 512;
 
   Kind kind() const { return static_cast<Kind>(data_.index()); }
   bool is_undefined() const { return kind() == Kind::kUndefined; }
@@ -118,6 +133,7 @@ class Value {
   struct FromData {};
   Value(FromData, Data data) : data_(std::move(data)) {}
 
+  static absl::StatusOr<Value> FromJsonAt(const nlohmann::ordered_json& json, int depth);
   absl::Status AppendJson(int indent, int depth, std::string* out) const;
 
   Data data_;

@@ -33,7 +33,8 @@ absl::StatusOr<std::unique_ptr<Regex>> Regex::Create(std::string_view pattern) {
   if (rc != ONIG_NORMAL) {
     OnigUChar message[ONIG_MAX_ERROR_MESSAGE_LEN];
     onig_error_code_to_str(message, rc, &error_info);
-    return absl::InvalidArgumentError(absl::StrCat("invalid regular expression '", std::string(pattern),
+    return absl::InvalidArgumentError(absl::StrCat("invalid regular expression '",
+                                                   std::string(pattern),
                                                    "': ", reinterpret_cast<char*>(message)));
   }
   return std::unique_ptr<Regex>(new Regex(std::string(pattern), regex));
@@ -41,8 +42,7 @@ absl::StatusOr<std::unique_ptr<Regex>> Regex::Create(std::string_view pattern) {
 
 Regex::~Regex() { onig_free(static_cast<OnigRegex>(regex_)); }
 
-absl::StatusOr<std::vector<std::pair<size_t, size_t>>> Regex::FindAll(
-    std::string_view text) const {
+absl::StatusOr<std::vector<std::pair<size_t, size_t>>> Regex::FindAll(std::string_view text) const {
   std::vector<std::pair<size_t, size_t>> matches;
   std::unique_ptr<OnigRegion, RegionDeleter> region(onig_region_new());
   const auto* begin = reinterpret_cast<const OnigUChar*>(text.data());

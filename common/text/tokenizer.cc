@@ -97,8 +97,8 @@ class Tokenizer::EncodeState {
     }
   };
 
-  absl::flat_hash_map<absl::string_view, std::pair<uint32_t, uint32_t>> cache;  // offset, count
-  std::vector<uint32_t> cached_ids;
+  // Words already encoded in this call: where their ids start in the output, and how many.
+  absl::flat_hash_map<absl::string_view, std::pair<size_t, size_t>> cache;
   std::vector<Symbol> symbols;
   std::vector<Candidate> heap;
   std::deque<std::string> arena;  // owns pieces that are not views of the input
@@ -114,7 +114,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromDirectory(const std::s
   std::string generation_json;
   std::error_code ec;
   if (std::filesystem::exists(root / "tokenizer_config.json", ec)) {
-    ASSIGN_OR_RETURN(config_json, base::ReadFileToString((root / "tokenizer_config.json").string()));
+    ASSIGN_OR_RETURN(config_json,
+                     base::ReadFileToString((root / "tokenizer_config.json").string()));
   }
   if (std::filesystem::exists(root / "generation_config.json", ec)) {
     ASSIGN_OR_RETURN(generation_json,
@@ -330,8 +331,8 @@ absl::Status Tokenizer::LoadTokenizerJson(std::string_view json_text) {
       const std::string type = TypeOf(*node);
       PreTokenizerStep step;
       if (byte_level) {
-        return Invalid(kWhat, absl::StrCat("pre-tokenizer '", type,
-                                           "' after ByteLevel is not supported"));
+        return Invalid(kWhat,
+                       absl::StrCat("pre-tokenizer '", type, "' after ByteLevel is not supported"));
       }
       if (type == "Split") {
         const Json& pattern = Field(*node, "pattern");
@@ -363,7 +364,7 @@ absl::Status Tokenizer::LoadTokenizerJson(std::string_view json_text) {
       } else if (type == "Digits") {
         ASSIGN_OR_RETURN(step.regex, Regex::Create(R"(\p{N})"));
         step.behavior = BoolOr(*node, "individual_digits", false) ? SplitBehavior::kIsolated
-                                                                 : SplitBehavior::kContiguous;
+                                                                  : SplitBehavior::kContiguous;
       } else if (type == "ByteLevel") {
         step.kind = PreTokenizerStep::Kind::kByteLevel;
         step.add_prefix_space = BoolOr(*node, "add_prefix_space", true);
@@ -378,8 +379,9 @@ absl::Status Tokenizer::LoadTokenizerJson(std::string_view json_text) {
       pre_tokenizer_.push_back(std::move(step));
     }
     if (!byte_level) {
-      return Invalid(kWhat, "the pre-tokenizer has no ByteLevel step; only byte-level BPE is "
-                            "supported");
+      return Invalid(kWhat,
+                     "the pre-tokenizer has no ByteLevel step; only byte-level BPE is "
+                     "supported");
     }
 
     // Post-processor: only its single-sequence template matters for ids.
@@ -419,8 +421,8 @@ absl::Status Tokenizer::LoadTokenizerJson(std::string_view json_text) {
     // Decoder.
     const Json& decoder = Field(root, "decoder");
     if (TypeOf(decoder) != "ByteLevel") {
-      return Invalid(kWhat, absl::StrCat("decoder '", TypeOf(decoder),
-                                         "' is not supported (ByteLevel is)"));
+      return Invalid(
+          kWhat, absl::StrCat("decoder '", TypeOf(decoder), "' is not supported (ByteLevel is)"));
     }
   } catch (const Json::exception& e) {
     return Invalid(kWhat, e.what());
@@ -515,25 +517,24 @@ absl::Status Tokenizer::Finish() {
     if (config_.add_bos_token.value_or(false)) {
       const std::optional<uint32_t> bos = bos_token_id();
       if (!bos.has_value()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "add_bos_token is set but bos_token '", config_.bos_token, "' is not a token"));
+        return absl::InvalidArgumentError(absl::StrCat("add_bos_token is set but bos_token '",
+                                                       config_.bos_token, "' is not a token"));
       }
       template_prefix_.push_back(*bos);
     }
     if (config_.add_eos_token.value_or(false)) {
       const std::optional<uint32_t> eos = eos_token_id();
       if (!eos.has_value()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "add_eos_token is set but eos_token '", config_.eos_token, "' is not a token"));
+        return absl::InvalidArgumentError(absl::StrCat("add_eos_token is set but eos_token '",
+                                                       config_.eos_token, "' is not a token"));
       }
       template_suffix_.push_back(*eos);
     }
   }
   for (uint32_t id : template_prefix_) {
     if (id >= vocab_size()) {
-      return absl::InvalidArgumentError(absl::StrCat("post-processor id ", id,
-                                                     " exceeds the vocabulary size ",
-                                                     vocab_size()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("post-processor id ", id, " exceeds the vocabulary size ", vocab_size()));
     }
   }
 
@@ -830,8 +831,10 @@ void Tokenizer::EncodeWord(std::string_view bytes, EncodeState* state,
   }
   if (auto it = state->cache.find(AsAbsl(bytes)); it != state->cache.end()) {
     const auto [offset, count] = it->second;
-    ids->insert(ids->end(), state->cached_ids.begin() + offset,
-                state->cached_ids.begin() + offset + count);
+    for (size_t i = 0; i < count; ++i) {
+      const uint32_t id = (*ids)[offset + i];
+      ids->push_back(id);
+    }
     return;
   }
 
@@ -852,8 +855,8 @@ void Tokenizer::EncodeWord(std::string_view bytes, EncodeState* state,
     const uint64_t key = (uint64_t{symbols[left].id} << 32) | symbols[right].id;
     auto it = merges_.find(key);
     if (it == merges_.end()) return;
-    heap.push_back({it->second.rank, left, right, symbols[left].id, symbols[right].id,
-                    it->second.id});
+    heap.push_back(
+        {it->second.rank, left, right, symbols[left].id, symbols[right].id, it->second.id});
     std::push_heap(heap.begin(), heap.end());
   };
   for (int32_t i = 0; i + 1 < n; ++i) consider(i);
@@ -875,11 +878,9 @@ void Tokenizer::EncodeWord(std::string_view bytes, EncodeState* state,
     consider(c.left);
   }
 
-  const auto offset = static_cast<uint32_t>(state->cached_ids.size());
-  for (int32_t i = 0; i >= 0; i = symbols[i].next) state->cached_ids.push_back(symbols[i].id);
-  const auto count = static_cast<uint32_t>(state->cached_ids.size() - offset);
-  ids->insert(ids->end(), state->cached_ids.begin() + offset, state->cached_ids.end());
-  state->cache.emplace(AsAbsl(bytes), std::make_pair(offset, count));
+  const size_t offset = ids->size();
+  for (int32_t i = 0; i >= 0; i = symbols[i].next) ids->push_back(symbols[i].id);
+  state->cache.emplace(AsAbsl(bytes), std::make_pair(offset, ids->size() - offset));
 }
 
 }  // namespace ringserve::text

@@ -96,7 +96,13 @@ class Tokenizer {
   const std::vector<uint32_t>& stop_token_ids() const { return stop_token_ids_; }
 
  private:
-  enum class SplitBehavior { kRemoved, kIsolated, kMergedWithPrevious, kMergedWithNext, kContiguous };
+  enum class SplitBehavior {
+    kRemoved,
+    kIsolated,
+    kMergedWithPrevious,
+    kMergedWithNext,
+    kContiguous
+  };
   enum class NormalForm { kNfc, kNfd, kNfkc, kNfkd };
 
   // One pre-tokenizer step, applied in order to every piece of text.
@@ -150,8 +156,8 @@ class Tokenizer {
   std::vector<bool> is_special_;          // [vocab_size]
   absl::flat_hash_map<std::string, uint32_t> token_to_id_;
   absl::flat_hash_map<std::string, uint32_t> bpe_bytes_to_id_;  // BPE tokens by their bytes
-  std::array<uint32_t, 256> byte_ids_{};  // BPE id of each single byte
-  absl::flat_hash_map<uint64_t, Merge> merges_;  // by (left id << 32 | right id)
+  std::array<uint32_t, 256> byte_ids_{};                        // BPE id of each single byte
+  absl::flat_hash_map<uint64_t, Merge> merges_;                 // by (left id << 32 | right id)
   bool ignore_merges_ = false;
 
   std::vector<AddedToken> added_tokens_;

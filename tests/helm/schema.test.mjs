@@ -13,6 +13,7 @@ const rejected = [
   ['unknown model source', { set: ['model.source=s3'] }, /model\.source.*must be one of the following: "pvc", "hostPath", "initContainer"/],
   ['missing PVC claim name when source=pvc', { set: ['model.source=pvc', 'model.pvc.claimName='] }, /model\.pvc\.claimName: String length must be greater than or equal to 1/],
   ['missing hostPath path when source=hostPath', { set: ['model.source=hostPath'] }, /model\.hostPath\.path: Does not match pattern '\^\/'/],
+  ['absolute model.subPath', { set: ['model.subPath=/abs'] }, /model\.subPath: Does not match pattern/],
   ['TLS on without a Secret', { set: ['tls.enabled=true'] }, /tls\.secretName: String length must be greater than or equal to 1/],
   ['API token on without a Secret', { set: ['apiToken.enabled=true'] }, /apiToken\.secretName: String length must be greater than or equal to 1/],
   ['cuda pool without a GPU', { set: ['decode.gpus=0'] }, /decode\.gpus: Must be greater than or equal to 1/],

@@ -9,10 +9,12 @@
 
 #include "common/base/mapped_file.h"
 #include "common/text/bpe_trainer.h"
+#include "common/text/chat_template.h"
 #include "common/text/tokenizer.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/common/text/crosscheck_util.h"
+#include "tests/common/text/ring_conversations.h"
 #include "tests/common/text/test_util.h"
 
 namespace ringserve::text {
@@ -61,6 +63,11 @@ std::vector<std::string> CrossCheckTexts() {
       "ab",
       "'s'S'll'LL've're'd'm't",
       "x'sy 's 'll 've",
+      "edge spaces: a\u0085b x\ufeffy a\u2028b\u2029c \u000b\u000c\u001c x \u200b\u200d",
+      "case folding: it\u017fs '\u017f 'K '\u212a \u01c5 numerals \u2167 \u00bd \u00b2 "
+      "\u0661\u0662",
+      "\u0301abc '\u0301s \U0001d518\U0001d52b \U0001d7d8",
+      "\r\r\n\n\r \t \n \u3000\n",
   };
   std::string long_word(3000, 'q');
   texts.push_back(long_word);
@@ -110,6 +117,36 @@ TEST_P(TokenizerCrossCheck, MatchesHuggingFaceTokenizersJs) {
 }
 
 INSTANTIATE_TEST_SUITE_P(VocabSizes, TokenizerCrossCheck, ::testing::Values(512, 4096));
+
+TEST(ChatTemplateCrossCheck, RingTemplateMatchesHuggingFaceJinja) {
+  const std::string config_path =
+      std::string(RINGSERVE_SHARED_DATA) + "/ring-v2-tokenizer/tokenizer_config.json";
+  absl::StatusOr<std::string> config_text = base::ReadFileToString(config_path);
+  ASSERT_TRUE(config_text.ok()) << config_text.status();
+  const nlohmann::json config = nlohmann::json::parse(*config_text);
+  absl::StatusOr<std::unique_ptr<ChatTemplate>> chat_template =
+      ChatTemplate::Create(config["chat_template"].get<std::string>());
+  ASSERT_TRUE(chat_template.ok()) << chat_template.status();
+
+  const std::vector<ChatTemplateInputs> conversations = testing::RingConversations();
+  nlohmann::ordered_json contexts = nlohmann::ordered_json::array();
+  for (const ChatTemplateInputs& inputs : conversations) {
+    contexts.push_back(ChatTemplate::BuildContext(inputs));
+  }
+  const std::string dir = testing::MakeTempDir("crosscheck_template");
+  ASSERT_TRUE(base::WriteStringToFile(dir + "/cases.json", contexts.dump()).ok());
+  absl::StatusOr<std::string> output =
+      testing::RunNodeScript("render.mjs", {config_path, dir + "/cases.json"});
+  ASSERT_TRUE(output.ok()) << output.status();
+  const std::vector<nlohmann::json> expected = ReadJsonLines(*output);
+  ASSERT_EQ(expected.size(), conversations.size()) << *output;
+  for (size_t i = 0; i < conversations.size(); ++i) {
+    ASSERT_TRUE(expected[i].contains("text")) << "case " << i << ": " << expected[i].dump();
+    absl::StatusOr<std::string> rendered = (*chat_template)->Render(conversations[i]);
+    ASSERT_TRUE(rendered.ok()) << "case " << i << ": " << rendered.status();
+    EXPECT_EQ(*rendered, expected[i]["text"].get<std::string>()) << "case " << i;
+  }
+}
 
 }  // namespace
 }  // namespace ringserve::text

@@ -35,9 +35,8 @@ inline absl::StatusOr<std::string> RunNodeScript(const std::string& script,
   while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) output.append(buffer, n);
   const int status = pclose(pipe);
   if (status != 0) {
-    return absl::InternalError(
-        absl::StrCat("`", command, "` exited with status ", status, " (is node installed?):\n",
-                     output));
+    return absl::InternalError(absl::StrCat("`", command, "` exited with status ", status,
+                                            " (is node installed?):\n", output));
   }
   return output;
 }

@@ -17,10 +17,9 @@ namespace ringserve::text::testing {
 
 // A tokenizer.json with the 256 byte tokens (ids 0..255 in GPT-2 order), then one token per
 // merge (ids 256..) and the given added tokens; `overrides` replaces top-level fields.
-inline std::string TinyTokenizerJson(
-    const std::vector<std::pair<std::string, std::string>>& merges,
-    const std::vector<std::string>& added = {},
-    const nlohmann::json& overrides = nlohmann::json::object()) {
+inline std::string TinyTokenizerJson(const std::vector<std::pair<std::string, std::string>>& merges,
+                                     const std::vector<std::string>& added = {},
+                                     const nlohmann::json& overrides = nlohmann::json::object()) {
   const ByteLevelAlphabet& alphabet = ByteLevelAlphabet::Get();
   nlohmann::json vocab = nlohmann::json::object();
   uint32_t id = 0;
@@ -34,8 +33,12 @@ inline std::string TinyTokenizerJson(
   }
   nlohmann::json added_list = nlohmann::json::array();
   for (const std::string& token : added) {
-    added_list.push_back({{"id", id++}, {"content", token}, {"special", true},
-                          {"normalized", false}, {"lstrip", false}, {"rstrip", false},
+    added_list.push_back({{"id", id++},
+                          {"content", token},
+                          {"special", true},
+                          {"normalized", false},
+                          {"lstrip", false},
+                          {"rstrip", false},
                           {"single_word", false}});
   }
   nlohmann::json root = {
@@ -63,8 +66,8 @@ inline std::unique_ptr<Tokenizer> TrainedTokenizer(int vocab_size) {
   absl::StatusOr<std::string> json =
       TrainByteLevelBpe(DefaultTrainingCorpus(), vocab_size, specials);
   EXPECT_TRUE(json.ok()) << json.status();
-  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = Tokenizer::FromJson(
-      *json, R"({"bos_token": "<|startoftext|>", "eos_token": "<|role_end|>",
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer =
+      Tokenizer::FromJson(*json, R"({"bos_token": "<|startoftext|>", "eos_token": "<|role_end|>",
                  "add_bos_token": false, "add_eos_token": false})");
   EXPECT_TRUE(tokenizer.ok()) << tokenizer.status();
   return tokenizer.ok() ? std::move(*tokenizer) : nullptr;
