@@ -101,6 +101,7 @@ absl::Status Main(const std::vector<std::string>& args) {
 
   ASSIGN_OR_RETURN(auto server,
                    rpc::GrpcServer::Start(flags.Get("host"), static_cast<int>(port), tls,
+                                          /*require_client_cert=*/false,
                                           {static_cast<ringserve::v1::Generation::CallbackService*>(&service),
                                            static_cast<ringserve::v1::Admin::CallbackService*>(&service)}));
   server->SetReady(true);

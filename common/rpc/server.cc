@@ -9,12 +9,12 @@
 namespace ringserve::rpc {
 
 absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
-    const std::string& host, int port, const TlsFiles& tls,
+    const std::string& host, int port, const TlsFiles& tls, bool require_client_cert,
     const std::vector<grpc::Service*>& services) {
   if (port < 0 || port > 65535) {
     return absl::InvalidArgumentError(absl::StrCat("port ", port, " is outside [0, 65535]"));
   }
-  ASSIGN_OR_RETURN(auto creds, ServerCredentials(tls));
+  ASSIGN_OR_RETURN(auto creds, ServerCredentials(tls, require_client_cert));
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;

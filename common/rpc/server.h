@@ -17,10 +17,11 @@ namespace ringserve::rpc {
 // "readiness", plus "" for the whole server) and server reflection. Thread-safe.
 class GrpcServer {
  public:
-  // Listens on host:port (port 0 picks a free one) with `tls`; `services` must outlive it.
-  static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(const std::string& host, int port,
-                                                           const TlsFiles& tls,
-                                                           const std::vector<grpc::Service*>& services);
+  // Listens on host:port (port 0 picks a free one) with `tls` (see ServerCredentials);
+  // `services` must outlive it.
+  static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(
+      const std::string& host, int port, const TlsFiles& tls, bool require_client_cert,
+      const std::vector<grpc::Service*>& services);
   ~GrpcServer();
 
   int port() const { return port_; }

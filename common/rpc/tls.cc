@@ -5,18 +5,6 @@
 #include "common/base/status_macros.h"
 
 namespace ringserve::rpc {
-namespace {
-
-absl::Status CheckComplete(const TlsFiles& tls) {
-  if (tls.cert.empty() || tls.key.empty() || tls.ca.empty()) {
-    return absl::InvalidArgumentError(
-        "TLS needs all of --tls-cert, --tls-key and --tls-ca (mutual TLS between components)");
-  }
-  return absl::OkStatus();
-}
-
-}  // namespace
-
 void AddTlsFlags(base::FlagSet* flags) {
   flags->String("tls-cert", "", "PEM certificate of this process");
   flags->String("tls-key", "", "PEM private key of this process");
@@ -27,26 +15,38 @@ TlsFiles TlsFromFlags(const base::FlagSet& flags) {
   return {flags.Get("tls-cert"), flags.Get("tls-key"), flags.Get("tls-ca")};
 }
 
-absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(const TlsFiles& tls) {
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(
+    const TlsFiles& tls, bool require_client_cert) {
   if (!tls.enabled()) return grpc::InsecureServerCredentials();
-  RETURN_IF_ERROR(CheckComplete(tls));
+  if (tls.cert.empty() || tls.key.empty() || (require_client_cert && tls.ca.empty())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a TLS server needs --tls-cert and --tls-key",
+        require_client_cert ? ", and --tls-ca to verify its peers (mutual TLS)" : ""));
+  }
   ASSIGN_OR_RETURN(std::string cert, base::ReadFileToString(tls.cert));
   ASSIGN_OR_RETURN(std::string key, base::ReadFileToString(tls.key));
-  ASSIGN_OR_RETURN(std::string ca, base::ReadFileToString(tls.ca));
   grpc::SslServerCredentialsOptions options(
-      GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
-  options.pem_root_certs = ca;
+      require_client_cert ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+                          : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  if (!tls.ca.empty()) {
+    ASSIGN_OR_RETURN(options.pem_root_certs, base::ReadFileToString(tls.ca));
+  }
   options.pem_key_cert_pairs.push_back({key, cert});
   return grpc::SslServerCredentials(options);
 }
 
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(const TlsFiles& tls) {
   if (!tls.enabled()) return grpc::InsecureChannelCredentials();
-  RETURN_IF_ERROR(CheckComplete(tls));
+  if (tls.ca.empty() || tls.cert.empty() != tls.key.empty()) {
+    return absl::InvalidArgumentError(
+        "a TLS client needs --tls-ca, and --tls-cert with --tls-key to present a certificate");
+  }
   grpc::SslCredentialsOptions options;
   ASSIGN_OR_RETURN(options.pem_root_certs, base::ReadFileToString(tls.ca));
-  ASSIGN_OR_RETURN(options.pem_private_key, base::ReadFileToString(tls.key));
-  ASSIGN_OR_RETURN(options.pem_cert_chain, base::ReadFileToString(tls.cert));
+  if (!tls.cert.empty()) {
+    ASSIGN_OR_RETURN(options.pem_private_key, base::ReadFileToString(tls.key));
+    ASSIGN_OR_RETURN(options.pem_cert_chain, base::ReadFileToString(tls.cert));
+  }
   return grpc::SslCredentials(options);
 }
 

@@ -11,9 +11,10 @@
 
 namespace ringserve::rpc {
 
-// Certificate files of one process. With all three set, servers require and verify client
-// certificates signed by `ca` (mutual TLS) and clients present `cert`/`key` and verify servers
-// against `ca`. With none set, channels are plaintext (loopback development only).
+// Certificate files of one process. A TLS server needs cert and key, and with `ca` verifies
+// client certificates signed by it (mutual TLS, required between components). A TLS client needs
+// `ca` to verify servers and presents cert/key when given (components do; public API clients
+// need not). With none set, channels are plaintext (loopback development only).
 struct TlsFiles {
   std::string cert;
   std::string key;
@@ -25,7 +26,9 @@ struct TlsFiles {
 void AddTlsFlags(base::FlagSet* flags);
 TlsFiles TlsFromFlags(const base::FlagSet& flags);
 
-absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(const TlsFiles& tls);
+// `require_client_cert`: internal services refuse peers without a certificate from `ca`.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(
+    const TlsFiles& tls, bool require_client_cert);
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(const TlsFiles& tls);
 
 }  // namespace ringserve::rpc

@@ -167,5 +167,46 @@ TEST_F(ClusterTest, ChatMessagesUseTheCheckpointTemplate) {
   EXPECT_EQ(a.finished->usage().prompt_tokens(), ids->size());
 }
 
+TEST_F(ClusterTest, BadInputThroughThePublicApiGetsInvalidArgument) {
+  ringserve::v1::GenerateRequest req;
+  req.set_text(std::string("bad \xff\xfe bytes"));
+  req.mutable_stopping()->set_max_tokens(4);
+  Answer a = Generate(cluster_->router_address(), req);
+  EXPECT_EQ(a.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(a.status.error_message().find("UTF-8"), std::string::npos) << a.status.error_message();
+
+  a = Generate(cluster_->router_address(), TokenRequest(PromptOf(131000), 1000));
+  EXPECT_EQ(a.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(a.status.error_message().find("exceeds the model's context of 131072"),
+            std::string::npos)
+      << a.status.error_message();
+
+  a = Generate(cluster_->router_address(), TokenRequest({1, 2, 5000}, 4));
+  EXPECT_EQ(a.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(ClusterSettlesIdle(cluster_));
+}
+
+TEST_F(ClusterTest, ADuplicateInFlightRequestIdIsRejected) {
+  auto first = TokenRequest(PromptOf(30, 1), 3000);
+  first.set_request_id("same-id");
+  auto channel = grpc::CreateChannel(cluster_->router_address(), grpc::InsecureChannelCredentials());
+  auto stub = ringserve::v1::Generation::NewStub(channel);
+  grpc::ClientContext ctx;
+  auto reader = stub->Generate(&ctx, first);
+  ringserve::v1::GenerateResponse r;
+  ASSERT_TRUE(reader->Read(&r));  // the first request is in flight now
+  auto second = TokenRequest(PromptOf(30, 2), 3);
+  second.set_request_id("same-id");
+  const Answer a = Generate(cluster_->router_address(), second);
+  EXPECT_EQ(a.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(a.status.error_message().find("request_id 'same-id' is already in flight"),
+            std::string::npos);
+  ctx.TryCancel();
+  while (reader->Read(&r)) {
+  }
+  reader->Finish();
+  EXPECT_TRUE(ClusterSettlesIdle(cluster_));
+}
+
 }  // namespace
 }  // namespace ringserve::testing
