@@ -214,12 +214,15 @@ absl::Status ClusterUp(const std::vector<std::string>& args) {
   options.prefill = static_cast<int>(prefill);
   options.decode = static_cast<int>(decode);
   options.router_port = static_cast<int>(port);
-  options.worker_args = {"--threads=" + flags.Get("threads"), "--device=" + flags.Get("device")};
+  options.worker_args = {"--threads=" + flags.Get("threads"), "--device=" + flags.Get("device"),
+                         "--metrics-port=0"};
+  options.router_args = {"--metrics-port=0"};
   rpc::BlockTerminationSignals();
   ASSIGN_OR_RETURN(auto cluster, LocalCluster::Start(options));
   for (const auto& m : cluster->members()) {
-    std::printf("%-8s %d  pid=%d  grpc=%s\n", m.role.c_str(), m.index, m.process->pid(),
-                m.address.c_str());
+    std::printf("%-8s %d  pid=%d  grpc=%s  metrics=%s\n", m.role.c_str(), m.index,
+                m.process->pid(), m.address.c_str(),
+                m.metrics_url.empty() ? "-" : m.metrics_url.c_str());
   }
   std::printf("cluster up; router at %s (Ctrl-C stops it)\n", cluster->router_address().c_str());
   std::fflush(stdout);

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "common/base/status_macros.h"
 
 namespace ringserve::cli {
@@ -20,8 +21,13 @@ std::string SelfDirectory() {
 absl::StatusOr<std::string> LocalCluster::StartProcess(Member* member,
                                                        std::vector<std::string> argv) {
   ASSIGN_OR_RETURN(member->process, base::Subprocess::Start(std::move(argv), /*ready=*/true));
-  ASSIGN_OR_RETURN(const std::string port, member->process->WaitReady(absl::Minutes(5)));
-  member->address = absl::StrCat("127.0.0.1:", port);
+  ASSIGN_OR_RETURN(const std::string line, member->process->WaitReady(absl::Minutes(5)));
+  const std::vector<std::string> ports = absl::StrSplit(line, ' ');
+  member->address = absl::StrCat("127.0.0.1:", ports[0]);
+  member->metrics_url.clear();
+  if (ports.size() > 1 && ports[1] != "-1") {
+    member->metrics_url = absl::StrCat("http://127.0.0.1:", ports[1], "/metrics");
+  }
   return member->address;
 }
 

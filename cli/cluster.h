@@ -30,6 +30,7 @@ class LocalCluster {
     int index = 0;
     std::unique_ptr<base::Subprocess> process;
     std::string address;
+    std::string metrics_url;  // empty when the process serves no metrics
   };
 
   static absl::StatusOr<std::unique_ptr<LocalCluster>> Start(const Options& options);

@@ -41,7 +41,7 @@ absl::Status Main(const std::vector<std::string>& args) {
   flags.String("transport", "grpc", "state transport accepted besides gRPC: grpc or nccl");
   flags.String("drain-timeout-s", "600", "how long SIGTERM waits for running sequences");
   flags.String("log-level", "info", "debug, info, warning or error");
-  flags.String("ready-fd", "-1", "write the bound gRPC port to this inherited fd when ready");
+  flags.String("ready-fd", "-1", "write 'GRPC_PORT METRICS_PORT' to this inherited fd when ready");
   rpc::AddTlsFlags(&flags);
   RETURN_IF_ERROR(flags.Parse(args));
   RETURN_IF_ERROR(base::SetLogLevel(flags.Get("log-level")));
@@ -120,12 +120,13 @@ absl::Status Main(const std::vector<std::string>& args) {
   auto& m_steps = metrics->Counter("ringserve_decode_steps_total", "Decode steps run");
 
   ASSIGN_OR_RETURN(auto server, rpc::GrpcServer::Start(flags.Get("host"), static_cast<int>(port),
-                                                       rpc::TlsFromFlags(flags), {&service}));
+                                                       rpc::TlsFromFlags(flags),
+                                                       /*require_client_cert=*/true, {&service}));
   service.set_ready(true);
   server->SetReady(true);
   RS_LOG(kInfo) << "event=listening port=" << server->port() << " metrics_port="
                 << metrics->port() << " epoch=" << epoch << " fingerprint=" << fingerprint;
-  base::NotifyReady(static_cast<int>(ready_fd), absl::StrCat(server->port()));
+  base::NotifyReady(static_cast<int>(ready_fd), absl::StrCat(server->port(), " ", metrics->port()));
 
   // Housekeeping: lease expiry and gauges, until a termination signal.
   std::atomic<bool> stop{false};

@@ -41,7 +41,7 @@ absl::Status Main(const std::vector<std::string>& args) {
   flags.String("transfer-timeout-s", "120", "deadline of one state transfer");
   flags.String("drain-timeout-s", "600", "how long SIGTERM waits for queued prompts");
   flags.String("log-level", "info", "debug, info, warning or error");
-  flags.String("ready-fd", "-1", "write the bound gRPC port to this inherited fd when ready");
+  flags.String("ready-fd", "-1", "write 'GRPC_PORT METRICS_PORT' to this inherited fd when ready");
   rpc::AddTlsFlags(&flags);
   RETURN_IF_ERROR(flags.Parse(args));
   RETURN_IF_ERROR(base::SetLogLevel(flags.Get("log-level")));
@@ -145,12 +145,13 @@ absl::Status Main(const std::vector<std::string>& args) {
   auto& m_tokens = metrics->Counter("ringserve_prefill_tokens_total", "Prompt tokens prefilled");
 
   ASSIGN_OR_RETURN(auto server, rpc::GrpcServer::Start(flags.Get("host"), static_cast<int>(port),
-                                                       tls, {&service}));
+                                                       tls, /*require_client_cert=*/true,
+                                                       {&service}));
   service.set_ready(true);
   server->SetReady(true);
   RS_LOG(kInfo) << "event=listening port=" << server->port() << " metrics_port="
                 << metrics->port() << " epoch=" << epoch << " transport=" << transport;
-  base::NotifyReady(static_cast<int>(ready_fd), absl::StrCat(server->port()));
+  base::NotifyReady(static_cast<int>(ready_fd), absl::StrCat(server->port(), " ", metrics->port()));
 
   std::atomic<bool> stop{false};
   std::thread gauges([&] {

@@ -1,7 +1,9 @@
 // ringserve-router: the public gRPC API; assigns each request to a prefill and a decode worker.
 #include <cstdio>
 #include <filesystem>
+#include <atomic>
 #include <memory>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "common/base/flags.h"
@@ -10,6 +12,7 @@
 #include "common/base/status_macros.h"
 #include "common/base/subprocess.h"
 #include "common/model/config.h"
+#include "common/rpc/metrics.h"
 #include "common/rpc/server.h"
 #include "router/policy.h"
 #include "router/service.h"
@@ -34,7 +37,7 @@ absl::Status Main(const std::vector<std::string>& args) {
   flags.String("resolve-interval-ms", "5000", "re-resolution period of dns:/// targets");
   flags.String("poll-interval-ms", "500", "worker status poll period");
   flags.String("log-level", "info", "debug, info, warning or error");
-  flags.String("ready-fd", "-1", "write the bound gRPC port to this inherited fd when ready");
+  flags.String("ready-fd", "-1", "write 'GRPC_PORT METRICS_PORT' to this inherited fd when ready");
   rpc::AddTlsFlags(&flags);
   RETURN_IF_ERROR(flags.Parse(args));
   RETURN_IF_ERROR(base::SetLogLevel(flags.Get("log-level")));
@@ -73,8 +76,18 @@ absl::Status Main(const std::vector<std::string>& args) {
   pool_options.targets = SplitTargets(flags.Get("decode"));
   ASSIGN_OR_RETURN(auto decode, WorkerPool::Create(pool_options));
 
+  ASSIGN_OR_RETURN(const int64_t metrics_port, flags.GetInt("metrics-port"));
+  ASSIGN_OR_RETURN(auto metrics, rpc::Metrics::Start(flags.Get("host"),
+                                                     static_cast<int>(metrics_port), "router"));
+  RouterMetrics router_metrics(metrics.get());
+  auto& m_inflight = metrics->Gauge("ringserve_router_inflight_requests", "Requests in flight");
+  auto& m_healthy_prefill = metrics->Gauge("ringserve_router_healthy_workers",
+                                           "Healthy workers by pool", {{"pool", "prefill"}});
+  auto& m_healthy_decode = metrics->Gauge("ringserve_router_healthy_workers",
+                                          "Healthy workers by pool", {{"pool", "decode"}});
   LoadPolicy policy;
   RouterContext context;
+  context.metrics = &router_metrics;
   context.prefill = prefill.get();
   context.decode = decode.get();
   context.policy = &policy;
@@ -105,13 +118,29 @@ absl::Status Main(const std::vector<std::string>& args) {
                                           {static_cast<ringserve::v1::Generation::CallbackService*>(&service),
                                            static_cast<ringserve::v1::Admin::CallbackService*>(&service)}));
   server->SetReady(true);
-  RS_LOG(kInfo) << "event=listening port=" << server->port();
+  RS_LOG(kInfo) << "event=listening port=" << server->port()
+                << " metrics_port=" << metrics->port();
   ASSIGN_OR_RETURN(const int64_t ready_fd, flags.GetInt("ready-fd"));
-  base::NotifyReady(static_cast<int>(ready_fd), absl::StrCat(server->port()));
+  base::NotifyReady(static_cast<int>(ready_fd), absl::StrCat(server->port(), " ", metrics->port()));
+  std::atomic<bool> stop{false};
+  std::thread gauges([&] {
+    while (!stop.load()) {
+      m_inflight.Set(service.inflight());
+      for (auto [pool, gauge] : {std::pair{prefill.get(), &m_healthy_prefill},
+                                 std::pair{decode.get(), &m_healthy_decode}}) {
+        int healthy = 0;
+        for (const WorkerView& w : pool->Snapshot()) healthy += w.healthy ? 1 : 0;
+        gauge->Set(healthy);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    }
+  });
   const int sig = rpc::WaitForTerminationSignal();
   RS_LOG(kInfo) << "event=draining signal=" << sig << " inflight=" << service.inflight();
   server->SetReady(false);
   server->Shutdown(absl::Seconds(30));
+  stop = true;
+  gauges.join();
   return absl::OkStatus();
 }
 

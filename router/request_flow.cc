@@ -2,7 +2,9 @@
 
 #include <cmath>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "common/base/logging.h"
 #include "common/rpc/status.h"
 #include "common/base/random.h"
@@ -25,6 +27,26 @@ bool IsRetryable(const grpc::Status& s) {
 }
 
 }  // namespace
+
+RouterMetrics::RouterMetrics(rpc::Metrics* m)
+    : metrics(m),
+      ttft(m->Seconds("ringserve_router_time_to_first_token_seconds",
+                      "Time from admission to the first streamed token")),
+      inter_token(m->Seconds("ringserve_router_inter_token_latency_seconds",
+                             "Time between consecutive streamed tokens")),
+      e2e(m->Seconds("ringserve_router_request_duration_seconds", "Time of whole requests")),
+      prefill_retries(m->Counter("ringserve_router_prefill_retries_total",
+                                 "Prefills rerun on another worker after a failure")),
+      migrations(m->Counter("ringserve_router_migrations_total",
+                            "Streams moved to another decode worker after it was lost")),
+      prompt_tokens(m->Counter("ringserve_router_prompt_tokens_total", "Prompt tokens admitted")),
+      completion_tokens(
+          m->Counter("ringserve_router_completion_tokens_total", "Tokens streamed to clients")) {}
+
+prometheus::Counter& RouterMetrics::Outcome(const std::string& outcome) {
+  return metrics->Counter("ringserve_router_requests_total", "Generate requests by outcome",
+                          {{"outcome", outcome}});
+}
 
 absl::Status ValidateRequest(const GenerateRequest& r, const RouterLimits& limits) {
   if (r.request_id().size() > limits.max_request_id_bytes) {
@@ -178,6 +200,17 @@ void RequestFlow::Finish(FinishReason reason, const absl::Status& status) {
   if (first_token_time_ != absl::InfinitePast()) {
     timings_.set_decode_us(absl::ToInt64Microseconds(now - first_token_time_));
   }
+  if (context_->metrics != nullptr) {
+    RouterMetrics& m = *context_->metrics;
+    std::string outcome = status.ok() ? absl::AsciiStrToLower(std::string(
+                                            ringserve::v1::FinishReason_Name(reason)))
+                                      : absl::AsciiStrToLower(absl::StatusCodeToString(status.code()));
+    absl::StrReplaceAll({{"finish_reason_", ""}}, &outcome);
+    m.Outcome(outcome).Increment();
+    m.e2e.Observe(absl::ToDoubleSeconds(now - start_));
+    m.prompt_tokens.Increment(static_cast<double>(prompt_.size()));
+    m.completion_tokens.Increment(static_cast<double>(generated_.size()));
+  }
   RS_LOG(kInfo) << "event=finished request_id=" << request_id_ << " reason="
                 << ringserve::v1::FinishReason_Name(reason) << " prompt_tokens=" << prompt_.size()
                 << " completion_tokens=" << generated_.size()
@@ -200,7 +233,16 @@ void RequestFlow::Finish(FinishReason reason, const absl::Status& status) {
 
 bool RequestFlow::Emit(uint32_t token) {
   generated_.push_back(token);
-  if (first_token_time_ == absl::InfinitePast()) first_token_time_ = absl::Now();
+  const absl::Time now = absl::Now();
+  if (first_token_time_ == absl::InfinitePast()) {
+    first_token_time_ = now;
+    if (context_->metrics != nullptr) {
+      context_->metrics->ttft.Observe(absl::ToDoubleSeconds(now - start_));
+    }
+  } else if (context_->metrics != nullptr) {
+    context_->metrics->inter_token.Observe(absl::ToDoubleSeconds(now - last_token_time_));
+  }
+  last_token_time_ = now;
   GenerateResponse r;
   r.mutable_delta()->add_token_ids(token);
   bool stop = false;
@@ -228,7 +270,14 @@ RequestFlow::Outcome RequestFlow::Attempt(const std::vector<uint32_t>& context_t
   // 1. A decode reservation.
   std::string decode_address, ticket;
   grpc::Status last = grpc::Status(grpc::StatusCode::UNAVAILABLE, "decode pool has no healthy worker");
-  for (const std::string& address : context_->policy->RankDecode(context_->decode->Snapshot())) {
+  std::vector<std::string> decodes = context_->policy->RankDecode(context_->decode->Snapshot());
+  if (decodes.empty()) {
+    // Every worker looked down at the last poll: look again before giving up (a worker may
+    // have just restarted).
+    context_->decode->RefreshNow();
+    decodes = context_->policy->RankDecode(context_->decode->Snapshot());
+  }
+  for (const std::string& address : decodes) {
     auto handle = context_->decode->Handle(address);
     if (handle == nullptr) continue;
     auto ctx = NewCall(context_->unary_timeout);
@@ -299,8 +348,11 @@ RequestFlow::Outcome RequestFlow::Attempt(const std::vector<uint32_t>& context_t
     Release(decode_address, ticket);
     return {done, status};
   };
-  const std::vector<std::string> prefills =
-      context_->policy->RankPrefill(context_->prefill->Snapshot());
+  std::vector<std::string> prefills = context_->policy->RankPrefill(context_->prefill->Snapshot());
+  if (prefills.empty()) {
+    context_->prefill->RefreshNow();
+    prefills = context_->policy->RankPrefill(context_->prefill->Snapshot());
+  }
   if (prefills.empty()) {
     return abandon(absl::UnavailableError("prefill pool has no healthy worker"), true);
   }
@@ -341,6 +393,7 @@ RequestFlow::Outcome RequestFlow::Attempt(const std::vector<uint32_t>& context_t
                      << " status=" << base::Quote(pstatus.error_message());
     if (IsRetryable(pstatus)) {
       context_->prefill->ReportFailure(prefill_address, pstatus.error_message());
+      if (context_->metrics != nullptr) context_->metrics->prefill_retries.Increment();
       return abandon(rpc::FromGrpc(pstatus), false);
     }
     return abandon(rpc::FromGrpc(pstatus), true);
@@ -391,6 +444,7 @@ RequestFlow::Outcome RequestFlow::Attempt(const std::vector<uint32_t>& context_t
   }
   if (IsRetryable(dstatus) || dstatus.ok()) {
     context_->decode->ReportFailure(decode_address, dstatus.error_message());
+    if (context_->metrics != nullptr) context_->metrics->migrations.Increment();
     Release(decode_address, ticket);
     return {false, rpc::FromGrpc(dstatus)};
   }

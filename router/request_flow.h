@@ -12,6 +12,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/rpc/metrics.h"
 #include "common/rpc/server_stream.h"
 #include "router/policy.h"
 #include "router/text_stream.h"
@@ -35,8 +36,24 @@ struct RouterLimits {
   uint32_t max_request_id_bytes = 128;
 };
 
+// The router's Prometheus series (owned by its rpc::Metrics). Thread-safe.
+struct RouterMetrics {
+  explicit RouterMetrics(rpc::Metrics* m);
+  prometheus::Counter& Outcome(const std::string& outcome);
+
+  rpc::Metrics* const metrics;
+  prometheus::Histogram& ttft;
+  prometheus::Histogram& inter_token;
+  prometheus::Histogram& e2e;
+  prometheus::Counter& prefill_retries;
+  prometheus::Counter& migrations;
+  prometheus::Counter& prompt_tokens;
+  prometheus::Counter& completion_tokens;
+};
+
 // Everything a request flow needs; owned by the router process, outlives every flow.
 struct RouterContext {
+  RouterMetrics* metrics = nullptr;  // may be null (tests)
   WorkerPool* prefill = nullptr;
   WorkerPool* decode = nullptr;
   const Policy* policy = nullptr;
@@ -95,6 +112,7 @@ class RequestFlow {
   internal::v1::Sampling sampling_;  // resolved, with the seed minted when absent
   ringserve::v1::Timings timings_;
   absl::Time first_token_time_ = absl::InfinitePast();
+  absl::Time last_token_time_ = absl::InfinitePast();
   bool stopped_by_string_ = false;
   ringserve::v1::FinishReason finish_reason_ = ringserve::v1::FINISH_REASON_STOP;
 

@@ -103,6 +103,11 @@ void WorkerPool::Refresh() {
       grpc::ChannelArguments args;
       args.SetMaxReceiveMessageSize(64 << 20);
       args.SetMaxSendMessageSize(64 << 20);
+      // A restarted worker should be found within a poll or two, not after gRPC's default
+      // reconnect backoff (which grows to minutes).
+      args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+      args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+      args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
       h->channel = grpc::CreateCustomChannel(address, creds_, args);
       h->prefill = internal::v1::Prefill::NewStub(h->channel);
       h->decode = internal::v1::Decode::NewStub(h->channel);

@@ -132,4 +132,25 @@ inline bool ClusterSettlesIdle(cli::LocalCluster* cluster, absl::Duration limit 
   }
 }
 
+// Whether the router's own view shows `count` healthy workers of `role`, re-read until it does
+// (bounded): the router polls its workers, so a restarted one appears after a poll.
+inline bool RouterSeesHealthy(const std::string& router, const std::string& role, int count,
+                              absl::Duration limit = absl::Seconds(20)) {
+  auto stub = ringserve::v1::Admin::NewStub(
+      grpc::CreateChannel(router, grpc::InsecureChannelCredentials()));
+  const absl::Time deadline = absl::Now() + limit;
+  while (absl::Now() < deadline) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+    ringserve::v1::ClusterStatus status;
+    if (stub->GetClusterStatus(&ctx, {}, &status).ok()) {
+      int healthy = 0;
+      for (const auto& w : status.workers()) healthy += w.role() == role && w.healthy();
+      if (healthy == count) return true;
+    }
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return false;
+}
+
 }  // namespace ringserve::testing

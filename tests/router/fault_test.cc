@@ -118,6 +118,7 @@ TEST_F(FaultTest, DecodeWorkerDeathMidGenerationMigratesTheStream) {
         ASSERT_TRUE(cluster_->Restart("decode", m.index, std::stoi(port)).ok());
       }
     }
+    ASSERT_TRUE(RouterSeesHealthy(cluster_->router_address(), "decode", 2));
   }
 }
 
@@ -157,6 +158,7 @@ TEST_F(FaultTest, ARestartedWorkerRejoinsWithANewEpoch) {
   ASSERT_TRUE(m->process->Wait(absl::Seconds(10)).ok());
   ASSERT_TRUE(cluster_->Restart("decode", 0, std::stoi(port)).ok());
   EXPECT_NE(WorkerStatusOf(m->address, false).epoch(), old_epoch);
+  EXPECT_TRUE(RouterSeesHealthy(cluster_->router_address(), "decode", 2));
   for (int i = 0; i < 6; ++i) {
     const auto prompt = PromptOf(30 + i, i);
     const auto req = TokenRequest(prompt, 5);

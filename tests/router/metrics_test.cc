@@ -1,0 +1,139 @@
+// Operators' view: Prometheus metrics of a running cluster move as requests flow, and ringctl
+// status reports each worker's health, also after one is killed.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <regex>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "common/base/mapped_file.h"
+#include "gtest/gtest.h"
+#include "tests/router/cluster_fixture.h"
+
+namespace ringserve::testing {
+namespace {
+
+// GET of http://127.0.0.1:PORT/metrics, body only.
+std::string Scrape(const std::string& url) {
+  const std::string hostport = url.substr(std::string("http://").size());
+  const int port = std::stoi(hostport.substr(hostport.find(':') + 1));
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  const std::string req = "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
+  EXPECT_EQ(::write(fd, req.data(), req.size()), static_cast<ssize_t>(req.size()));
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof(buf))) > 0) out.append(buf, n);
+  ::close(fd);
+  const size_t body = out.find("\r\n\r\n");
+  return body == std::string::npos ? out : out.substr(body + 4);
+}
+
+// The value of the sample `series` (name with its labels, as printed), or -1.
+double Value(const std::string& text, const std::string& series) {
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (absl::StartsWith(line, series + " ")) {
+      double v;
+      if (absl::SimpleAtod(line.substr(series.size() + 1), &v)) return v;
+    }
+  }
+  return -1;
+}
+
+TEST(MetricsTest, CountersGaugesAndHistogramsMoveWithRequests) {
+  TempDir dir;
+  MakeDefaultModel(dir.path());
+  auto options = ClusterOptions(dir.path(), 1, 1);
+  options.worker_args = {"--threads=1", "--metrics-port=0", "--log-level=warning"};
+  options.router_args = {"--metrics-port=0", "--log-level=warning", "--poll-interval-ms=100"};
+  auto cluster = cli::LocalCluster::Start(options);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  auto* router = (*cluster)->Find("router", 0);
+  auto* prefill = (*cluster)->Find("prefill", 0);
+  auto* decode = (*cluster)->Find("decode", 0);
+  ASSERT_FALSE(router->metrics_url.empty());
+
+  const std::string before = Scrape(router->metrics_url);
+  EXPECT_NE(before.find("ringserve_build_info{component=\"router\""), std::string::npos);
+  EXPECT_EQ(Value(before, "ringserve_router_requests_total{outcome=\"length\"}"), -1);
+  for (int i = 0; i < 3; ++i) {
+    const Answer a = Generate((*cluster)->router_address(), TokenRequest(PromptOf(50, i), 5));
+    ASSERT_TRUE(a.status.ok()) << a.status.error_message();
+  }
+  const Answer bad = Generate((*cluster)->router_address(), TokenRequest({}, 5));
+  EXPECT_EQ(bad.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  ASSERT_TRUE(ClusterSettlesIdle(cluster->get()));
+
+  const std::string r = Scrape(router->metrics_url);
+  EXPECT_EQ(Value(r, "ringserve_router_requests_total{outcome=\"length\"}"), 3);
+  EXPECT_EQ(Value(r, "ringserve_router_time_to_first_token_seconds_count"), 3);
+  EXPECT_EQ(Value(r, "ringserve_router_inter_token_latency_seconds_count"), 12);
+  EXPECT_EQ(Value(r, "ringserve_router_prompt_tokens_total"), 150);
+  EXPECT_EQ(Value(r, "ringserve_router_completion_tokens_total"), 15);
+  EXPECT_EQ(Value(r, "ringserve_router_healthy_workers{pool=\"decode\"}"), 1);
+
+  const std::string p = Scrape(prefill->metrics_url);
+  EXPECT_EQ(Value(p, "ringserve_prefill_requests_total{outcome=\"ok\"}"), 3);
+  EXPECT_GT(Value(p, "ringserve_transfer_bytes_total{transport=\"grpc\"}"), 0);
+  EXPECT_EQ(Value(p, "ringserve_transfer_duration_seconds_count{transport=\"grpc\"}"), 3);
+  EXPECT_EQ(Value(p, "ringserve_prefill_queued_prompt_tokens"), 0);
+
+  // Decode gauges are refreshed by its housekeeping loop every 100 ms: scrape until they show
+  // the released slots (bounded).
+  std::string d = Scrape(decode->metrics_url);
+  for (const absl::Time deadline = absl::Now() + absl::Seconds(10);
+       Value(d, "ringserve_decode_state_slots_used") != 0 && absl::Now() < deadline;) {
+    d = Scrape(decode->metrics_url);
+  }
+  EXPECT_EQ(Value(d, "ringserve_decode_state_slots_used"), 0);
+  EXPECT_GT(Value(d, "ringserve_decode_state_slots_free"), 0);
+  EXPECT_EQ(Value(d, "ringserve_decode_kv_tokens_used_ratio"), 0);
+  EXPECT_EQ(Value(d, "ringserve_decode_generated_tokens_total"), 12);
+}
+
+TEST(StatusTest, RingctlStatusListsEveryWorkerAndNoticesADeadOne) {
+  TempDir dir;
+  MakeDefaultModel(dir.path());
+  auto cluster = cli::LocalCluster::Start(ClusterOptions(dir.path(), 2, 1));
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  auto run_status = [&] {
+    const std::string out = dir.path() + "/status.txt";
+    auto p = base::Subprocess::Start({"/bin/sh", "-c",
+                                      std::string(RINGSERVE_BIN_DIR) + "/ringctl status --router " +
+                                          (*cluster)->router_address() + " > " + out},
+                                     false);
+    EXPECT_TRUE(p.ok());
+    EXPECT_EQ(*(*p)->Wait(absl::Seconds(30)), 0);
+    return *base::ReadFileToString(out);
+  };
+  std::string text = run_status();
+  for (auto& m : (*cluster)->members()) {
+    if (m.role == "router") continue;
+    EXPECT_TRUE(std::regex_search(text, std::regex(m.role + " +" + m.address + " +healthy")))
+        << text;
+  }
+  auto* victim = (*cluster)->Find("prefill", 1);
+  ASSERT_TRUE(victim->process->Signal(SIGKILL).ok());
+  ASSERT_TRUE(victim->process->Wait(absl::Seconds(10)).ok());
+  // The router polls every 100 ms; read the status until it shows the worker down.
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (!std::regex_search(text, std::regex("prefill +" + victim->address + " +DOWN")) &&
+         absl::Now() < deadline) {
+    text = run_status();
+  }
+  EXPECT_TRUE(std::regex_search(text, std::regex("prefill +" + victim->address + " +DOWN"))) << text;
+  EXPECT_TRUE(std::regex_search(
+      text, std::regex("prefill +" + (*cluster)->Find("prefill", 0)->address + " +healthy")));
+}
+
+}  // namespace
+}  // namespace ringserve::testing
