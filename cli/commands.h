@@ -13,5 +13,6 @@ int RunGenerate(const std::vector<std::string>& args);
 int RunStatus(const std::vector<std::string>& args);
 int RunCluster(const std::vector<std::string>& args);
 int RunBenchEngine(const std::vector<std::string>& args);
+int RunBench(const std::vector<std::string>& args);
 
 }  // namespace ringserve::cli

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/state_commands.h"
 #include "cli/text_commands.h"
 
 namespace {
@@ -25,7 +26,10 @@ const std::map<std::string, Command>& Commands() {
       {"tokenize", {RunTokenize, "print the ids of a text (--model DIR --text T | --file F)"}},
       {"detokenize", {RunDetokenize, "print the text of ids (--model DIR --ids 1,2,3)"}},
       {"chat-template", {RunChatTemplate, "render the chat template (--model DIR --messages-file F)"}},
+      {"state-size", {RunStateSize, "state size of a config at N tokens vs all-softmax (--model --tokens)"}},
+      {"bench-transfer", {RunBenchTransfer, "state transfer throughput vs loopback TCP and memcpy"}},
       {"status", {RunStatus, "print the router's worker pools (--router ADDR [--watch])"}},
+      {"bench", {RunBench, "serving benchmark against a router (TTFT, ITL, throughput)"}},
       {"bench-engine", {RunBenchEngine, "engine prefill/decode speed vs machine limits"}},
       {"cluster", {RunCluster, "cluster up: router + N prefill + M decode on loopback"}},
   };

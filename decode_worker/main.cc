@@ -20,6 +20,7 @@
 #include "decode_worker/service.h"
 #include "kernels/backend.h"
 #ifdef RINGSERVE_HAVE_NCCL
+#include "common/state/device_memory.h"
 #include "common/state/nccl_byte_link.h"
 #endif
 
@@ -65,8 +66,10 @@ absl::Status Main(const std::vector<std::string>& args) {
                    kernels::CreateBackend(flags.Get("device"), static_cast<int>(threads)));
   ASSIGN_OR_RETURN(auto model,
                    model::HybridModel::Load(flags.Get("model"), backend.get(), {variant}));
-  ASSIGN_OR_RETURN(const std::string fingerprint,
+  // The decay variant changes the linear states, so it is part of what must match.
+  ASSIGN_OR_RETURN(std::string fingerprint,
                    state::ModelFingerprintOfDirectory(flags.Get("model")));
+  absl::StrAppend(&fingerprint, "/", model::DecayVariantName(variant));
   const uint64_t epoch = base::RandomU64() >> 1;
 
   DecodeService* service_ptr = nullptr;
@@ -78,6 +81,13 @@ absl::Status Main(const std::vector<std::string>& args) {
   table_options.limits.max_lease = absl::Milliseconds(lease_ms);
   table_options.factory = [m = model.get()](int64_t capacity) { return m->NewState(capacity); };
   table_options.epoch = epoch;
+  std::unique_ptr<state::StateMemory> device_memory;
+  if (flags.Get("device") == "cuda") {
+#ifdef RINGSERVE_HAVE_NCCL
+    ASSIGN_OR_RETURN(device_memory, state::DeviceStateMemory::Create(/*device=*/0));
+    table_options.memory = device_memory.get();
+#endif
+  }
   table_options.listener = [&service_ptr](const std::string& id, const absl::Status& status) {
     if (service_ptr != nullptr) service_ptr->OnStateEvent(id, status);
   };
@@ -133,6 +143,7 @@ absl::Status Main(const std::vector<std::string>& args) {
   std::thread housekeeping([&] {
     uint64_t tokens_seen = 0, steps_seen = 0;
     while (!stop.load()) {
+      service.RenewAttachedLeases();
       table->ExpireLeases();
       const state::ReservationStats s = table->Stats();
       const SchedulerStats sched = scheduler.stats();

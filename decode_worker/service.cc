@@ -1,5 +1,7 @@
 #include "decode_worker/service.h"
 
+#include <tuple>
+
 #include "absl/strings/str_cat.h"
 #include "common/base/logging.h"
 #include "common/rpc/server_stream.h"
@@ -33,6 +35,7 @@ grpc::ServerUnaryReactor* DecodeService::Reserve(grpc::CallbackServerContext* ct
     std::lock_guard<std::mutex> lock(mu_);
     Request& req = requests_[request->request_id()];
     req.ticket = r->ticket;
+    req.lease = lease;
     req.stopping = request->stopping();
     req.stopping.set_max_tokens(request->max_tokens());
   }
@@ -136,6 +139,17 @@ void DecodeService::OnStateEvent(const std::string& request_id, const absl::Stat
   RS_LOG(kInfo) << "event=reservation_ended request_id=" << request_id
                 << " status=" << base::Quote(status.ToString());
   if (sink != nullptr) sink->Finish(rpc::ToGrpc(status));
+}
+
+void DecodeService::RenewAttachedLeases() {
+  std::vector<std::tuple<std::string, std::string, absl::Duration>> attached;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [id, req] : requests_) {
+      if (req.sink != nullptr && !req.started) attached.emplace_back(id, req.ticket, req.lease);
+    }
+  }
+  for (const auto& [id, ticket, lease] : attached) table_->Renew(id, ticket, lease).IgnoreError();
 }
 
 void DecodeService::Forget(const std::string& request_id) {

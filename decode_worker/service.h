@@ -27,6 +27,10 @@ class DecodeService final : public state::DecodeStateService {
   // The table's listener: a reservation's state is ready (OK) or its reservation ended.
   void OnStateEvent(const std::string& request_id, const absl::Status& status);
   void set_ready(bool ready) { ready_ = ready; }
+  // Renews the leases of reservations whose token stream the router holds open (a router that
+  // goes away cancels the stream, which releases the reservation), so a prefill may take longer
+  // than one lease. Called periodically.
+  void RenewAttachedLeases();
 
   grpc::ServerUnaryReactor* Reserve(grpc::CallbackServerContext* ctx,
                                     const internal::v1::ReserveRequest* request,
@@ -43,6 +47,7 @@ class DecodeService final : public state::DecodeStateService {
  private:
   struct Request {
     std::string ticket;
+    absl::Duration lease;
     internal::v1::Stopping stopping;
     std::shared_ptr<rpc::StreamSink<internal::v1::DecodeEvent>> sink;  // once Generate came
     bool started = false;

@@ -19,6 +19,7 @@
 #include "prefill_worker/scheduler.h"
 #include "prefill_worker/service.h"
 #ifdef RINGSERVE_HAVE_NCCL
+#include "common/state/device_memory.h"
 #include "common/state/nccl_byte_link.h"
 #endif
 
@@ -67,10 +68,19 @@ absl::Status Main(const std::vector<std::string>& args) {
                    kernels::CreateBackend(flags.Get("device"), static_cast<int>(threads)));
   ASSIGN_OR_RETURN(auto model,
                    model::HybridModel::Load(flags.Get("model"), backend.get(), {variant}));
-  ASSIGN_OR_RETURN(const std::string fingerprint,
+  // The decay variant changes the linear states, so it is part of what must match.
+  ASSIGN_OR_RETURN(std::string fingerprint,
                    state::ModelFingerprintOfDirectory(flags.Get("model")));
+  absl::StrAppend(&fingerprint, "/", model::DecayVariantName(variant));
   const uint64_t epoch = base::RandomU64() >> 1;
 
+  // States live in device memory on CUDA; the transports reach them through this.
+  std::unique_ptr<state::StateMemory> device_memory;
+  if (flags.Get("device") == "cuda") {
+#ifdef RINGSERVE_HAVE_NCCL
+    ASSIGN_OR_RETURN(device_memory, state::DeviceStateMemory::Create(/*device=*/0));
+#endif
+  }
   ASSIGN_OR_RETURN(auto creds, rpc::ChannelCredentials(tls));
   state::ChannelCache channels(creds);
   std::unique_ptr<state::ByteLinkFactory> link_factory;
@@ -120,6 +130,7 @@ absl::Status Main(const std::vector<std::string>& args) {
     t.model_fingerprint = fingerprint;
     t.state = job.state.get();
     t.tokens = job.state->position();
+    if (device_memory != nullptr) t.memory = device_memory.get();
     absl::StatusOr<state::TransferResult> r =
         sender->Send(t, absl::Now() + absl::Seconds(transfer_s));
     if (!r.ok()) {

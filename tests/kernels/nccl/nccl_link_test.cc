@@ -1,4 +1,5 @@
-// NcclLink on real GPUs: the pair tests need two devices, the others one; all skip without.
+// NcclLink and DeviceCopier on real GPUs: the pair tests need two devices, the others one; all
+// skip without.
 #include "kernels/nccl/nccl_link.h"
 
 #include <cuda_runtime.h>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/nccl/device_copy.h"
 
 namespace ringserve::kernels {
 namespace {
@@ -63,6 +65,21 @@ TEST(NcclLinkSingleDeviceTest, JoinTimesOutWithoutAPeer) {
             absl::StatusCode::kInvalidArgument);
 }
 
+TEST(DeviceCopierTest, CopiesBothWays) {
+  if (NcclLink::DeviceCount() < 1) GTEST_SKIP() << "needs a CUDA device";
+  auto copier = DeviceCopier::Create(0);
+  ASSERT_TRUE(copier.ok()) << copier.status();
+  const std::string sent = RandomBytes(5 << 20, 9);
+  std::string back(sent.size(), '\0');
+  void* device = nullptr;
+  ASSERT_EQ(cudaSetDevice(0), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&device, sent.size()), cudaSuccess);
+  ASSERT_TRUE((*copier)->FromHost(device, sent.data(), sent.size()).ok());
+  ASSERT_TRUE((*copier)->ToHost(back.data(), device, back.size()).ok());
+  EXPECT_EQ(back, sent);
+  cudaFree(device);
+}
+
 TEST_F(NcclLinkTest, MovesHostAndDeviceBuffersAcrossChunks) {
   Pair pair = Connect();
   ASSERT_NE(pair.rank0, nullptr);
@@ -77,8 +94,7 @@ TEST_F(NcclLinkTest, MovesHostAndDeviceBuffersAcrossChunks) {
   void* device_dst = nullptr;
   ASSERT_EQ(cudaSetDevice(0), cudaSuccess);
   ASSERT_EQ(cudaMalloc(&device_src, sizes[2]), cudaSuccess);
-  ASSERT_EQ(cudaMemcpy(device_src, sent[2].data(), sizes[2], cudaMemcpyHostToDevice),
-            cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(device_src, sent[2].data(), sizes[2], cudaMemcpyHostToDevice), cudaSuccess);
   ASSERT_EQ(cudaSetDevice(1), cudaSuccess);
   ASSERT_EQ(cudaMalloc(&device_dst, sizes[2]), cudaSuccess);
   std::vector<LinkBuffer> out = {{sent[0].data(), sizes[0]},
@@ -123,8 +139,9 @@ TEST_F(NcclLinkTest, AbortEndsAPendingReceive) {
   ASSERT_NE(pair.rank1, nullptr);
   std::string buffer(1024, '\0');
   absl::Status recv;
-  std::thread receiver(
-      [&] { recv = pair.rank1->Recv({{buffer.data(), buffer.size()}}, Deadline()); });
+  std::thread receiver([&] {
+    recv = pair.rank1->Recv({{buffer.data(), buffer.size()}}, Deadline());
+  });
   pair.rank1->Abort();
   receiver.join();
   EXPECT_EQ(recv.code(), absl::StatusCode::kAborted) << recv;

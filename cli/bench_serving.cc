@@ -1,0 +1,230 @@
+// ringctl bench: a serving benchmark against a router, in the manner of SGLang's bench_serving
+// and vLLM's benchmark_serving. With --model it also times the engine in this process (prefill
+// of the same prompt length, one decode step) so TTFT and inter-token latency are printed beside
+// what the engine alone needs, measured in the same run.
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "common/base/flags.h"
+#include "common/base/status_macros.h"
+#include "common/rpc/server.h"
+#include "common/rpc/status.h"
+#include "nlohmann/json.hpp"
+#include "ringserve/v1/generation.grpc.pb.h"
+
+namespace ringserve::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Sample {
+  bool ok = false;
+  double ttft = 0;
+  double e2e = 0;
+  std::vector<double> itl;
+  int output_tokens = 0;
+  double transfer = 0;
+};
+
+double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t i = std::min(v.size() - 1, static_cast<size_t>(p / 100.0 * (v.size() - 1) + 0.5));
+  return v[i];
+}
+
+Sample RunOne(ringserve::v1::Generation::Stub* stub, const std::vector<uint32_t>& prompt,
+              int output_len) {
+  ringserve::v1::GenerateRequest req;
+  for (uint32_t t : prompt) req.mutable_token_ids()->add_ids(t);
+  req.mutable_stopping()->set_max_tokens(output_len);
+  req.mutable_stopping()->set_ignore_eos(true);
+  req.mutable_sampling()->set_temperature(0);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(30));
+  const auto start = Clock::now();
+  auto last = start;
+  auto reader = stub->Generate(&ctx, req);
+  ringserve::v1::GenerateResponse r;
+  Sample s;
+  while (reader->Read(&r)) {
+    if (r.has_delta()) {
+      const auto now = Clock::now();
+      if (s.output_tokens == 0) {
+        s.ttft = std::chrono::duration<double>(now - start).count();
+      } else {
+        s.itl.push_back(std::chrono::duration<double>(now - last).count());
+      }
+      last = now;
+      s.output_tokens += r.delta().token_ids_size();
+    }
+    if (r.has_finished()) s.transfer = r.finished().timings().transfer_us() / 1e6;
+  }
+  s.ok = reader->Finish().ok();
+  s.e2e = std::chrono::duration<double>(Clock::now() - start).count();
+  return s;
+}
+
+absl::Status Bench(const std::vector<std::string>& args) {
+  base::FlagSet flags("ringctl bench");
+  flags.String("router", "127.0.0.1:50051", "router address");
+  flags.String("requests", "32", "requests to measure");
+  flags.String("warmup", "2", "requests run first and not measured");
+  flags.String("concurrency", "4", "requests in flight at once (when --rate is 0)");
+  flags.String("rate", "0", "Poisson arrival rate in requests/s (0 = fixed concurrency)");
+  flags.String("input-len", "512", "prompt tokens");
+  flags.String("input-len-max", "0", "when above --input-len, prompt lengths are uniform in range");
+  flags.String("output-len", "128", "generated tokens");
+  flags.String("slo-ttft-ms", "0", "TTFT bound for goodput (0 = none)");
+  flags.String("slo-itl-ms", "0", "inter-token latency (p99 per request) bound for goodput");
+  flags.String("seed", "1", "prompt seed");
+  flags.String("model", "", "also time the engine on this checkpoint for the ratios");
+  flags.String("threads", "0", "engine threads for --model");
+  flags.Bool("json", false, "print one JSON object");
+  RETURN_IF_ERROR(flags.Parse(args));
+  ASSIGN_OR_RETURN(const int64_t requests, flags.GetInt("requests"));
+  ASSIGN_OR_RETURN(const int64_t warmup, flags.GetInt("warmup"));
+  ASSIGN_OR_RETURN(const int64_t concurrency, flags.GetInt("concurrency"));
+  ASSIGN_OR_RETURN(const double rate, flags.GetDouble("rate"));
+  ASSIGN_OR_RETURN(const int64_t input_len, flags.GetInt("input-len"));
+  ASSIGN_OR_RETURN(const int64_t input_max, flags.GetInt("input-len-max"));
+  ASSIGN_OR_RETURN(const int64_t output_len, flags.GetInt("output-len"));
+  ASSIGN_OR_RETURN(const double slo_ttft, flags.GetDouble("slo-ttft-ms"));
+  ASSIGN_OR_RETURN(const double slo_itl, flags.GetDouble("slo-itl-ms"));
+  ASSIGN_OR_RETURN(const int64_t seed, flags.GetInt("seed"));
+  if (requests < 1 || concurrency < 1 || input_len < 1 || output_len < 1) {
+    return absl::InvalidArgumentError(
+        "--requests, --concurrency, --input-len and --output-len must be positive");
+  }
+  ASSIGN_OR_RETURN(auto channel, rpc::MakeChannel(flags.Get("router"), {}));
+  auto stub = ringserve::v1::Generation::NewStub(channel);
+  ringserve::v1::ModelInfo info;
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    RETURN_IF_ERROR(rpc::FromGrpc(stub->GetModelInfo(&ctx, {}, &info)));
+  }
+  std::mt19937_64 rng(static_cast<uint64_t>(seed));
+  auto prompt = [&]() {
+    const int64_t n = input_max > input_len
+                          ? std::uniform_int_distribution<int64_t>(input_len, input_max)(rng)
+                          : input_len;
+    std::vector<uint32_t> p(n);
+    for (auto& t : p) t = static_cast<uint32_t>(rng() % info.vocab_size());
+    return p;
+  };
+  for (int64_t i = 0; i < warmup; ++i) RunOne(stub.get(), prompt(), static_cast<int>(output_len));
+  std::vector<std::vector<uint32_t>> prompts;
+  for (int64_t i = 0; i < requests; ++i) prompts.push_back(prompt());
+  std::vector<Sample> samples(requests);
+  std::atomic<int64_t> next{0};
+  const auto start = Clock::now();
+  std::vector<std::thread> threads;
+  if (rate <= 0) {
+    for (int64_t c = 0; c < concurrency; ++c) {
+      threads.emplace_back([&] {
+        for (int64_t i; (i = next.fetch_add(1)) < requests;) {
+          samples[i] = RunOne(stub.get(), prompts[i], static_cast<int>(output_len));
+        }
+      });
+    }
+  } else {
+    std::exponential_distribution<double> gap(rate);
+    for (int64_t i = 0; i < requests; ++i) {
+      threads.emplace_back([&, i] {
+        samples[i] = RunOne(stub.get(), prompts[i], static_cast<int>(output_len));
+      });
+      std::this_thread::sleep_for(std::chrono::duration<double>(gap(rng)));
+    }
+  }
+  for (auto& t : threads) t.join();
+  const double wall = std::chrono::duration<double>(Clock::now() - start).count();
+
+  std::vector<double> ttft, itl, tpot, e2e, transfer;
+  int64_t ok = 0, good = 0, out_tokens = 0, in_tokens = 0;
+  for (int64_t i = 0; i < requests; ++i) {
+    const Sample& s = samples[i];
+    if (!s.ok) continue;
+    ++ok;
+    ttft.push_back(s.ttft);
+    e2e.push_back(s.e2e);
+    transfer.push_back(s.transfer);
+    itl.insert(itl.end(), s.itl.begin(), s.itl.end());
+    if (s.output_tokens > 1) tpot.push_back((s.e2e - s.ttft) / (s.output_tokens - 1));
+    out_tokens += s.output_tokens;
+    in_tokens += static_cast<int64_t>(prompts[i].size());
+    const bool ttft_ok = slo_ttft <= 0 || s.ttft * 1e3 <= slo_ttft;
+    const bool itl_ok = slo_itl <= 0 || Percentile(s.itl, 99) * 1e3 <= slo_itl;
+    good += ttft_ok && itl_ok;
+  }
+  nlohmann::ordered_json out;
+  out["requests"] = requests;
+  out["succeeded"] = ok;
+  out["wall_seconds"] = wall;
+  out["request_throughput"] = ok / wall;
+  out["input_token_throughput"] = in_tokens / wall;
+  out["output_token_throughput"] = out_tokens / wall;
+  out["goodput"] = good / wall;
+  for (const auto& [name, v] : {std::pair<const char*, std::vector<double>*>{"ttft_ms", &ttft},
+                                {"itl_ms", &itl},
+                                {"tpot_ms", &tpot},
+                                {"e2e_ms", &e2e}}) {
+    out[name] = {{"p50", Percentile(*v, 50) * 1e3},
+                 {"p90", Percentile(*v, 90) * 1e3},
+                 {"p99", Percentile(*v, 99) * 1e3}};
+  }
+  if (!flags.Get("model").empty()) {
+    // The engine alone, in this process: one prefill of the median prompt length and decode
+    // steps at batch 1.
+    base::FlagSet engine_flags("engine");
+    AddEngineFlags(&engine_flags);
+    RETURN_IF_ERROR(engine_flags.Parse({"--model=" + flags.Get("model"),
+                                        "--threads=" + flags.Get("threads")}));
+    ASSIGN_OR_RETURN(Engine engine, LoadEngine(engine_flags));
+    std::vector<int32_t> p(prompts[0].begin(), prompts[0].end());
+    ASSIGN_OR_RETURN(auto state, engine.model->NewState(static_cast<int64_t>(p.size()) + 64));
+    const auto t0 = Clock::now();
+    RETURN_IF_ERROR(engine.model->Prefill(p, state.get(), 2048, model::LogitsMode::kLast, nullptr));
+    const double prefill_s = std::chrono::duration<double>(Clock::now() - t0).count();
+    std::vector<double> steps;
+    model::SequenceState* states[] = {state.get()};
+    int32_t token = 1;
+    kernels::SamplingParams params{.temperature = 0};
+    for (int i = 0; i < 32; ++i) {
+      const auto s0 = Clock::now();
+      RETURN_IF_ERROR(engine.model->DecodeStep(states, std::span<const int32_t>(&token, 1),
+                                               &params, &token, nullptr));
+      steps.push_back(std::chrono::duration<double>(Clock::now() - s0).count());
+    }
+    const double step = Percentile(steps, 50);
+    const double limit_ttft = prefill_s + Percentile(transfer, 50);
+    out["engine_prefill_ms"] = prefill_s * 1e3;
+    out["median_transfer_ms"] = Percentile(transfer, 50) * 1e3;
+    out["engine_decode_step_ms"] = step * 1e3;
+    out["ttft_p50_over_engine_prefill_plus_transfer"] = Percentile(ttft, 50) / limit_ttft;
+    out["itl_p50_over_engine_decode_step"] = Percentile(itl, 50) / step;
+  }
+  if (flags.GetBool("json")) {
+    std::printf("%s\n", out.dump().c_str());
+    return absl::OkStatus();
+  }
+  std::printf("%s\n", out.dump(2).c_str());
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int RunBench(const std::vector<std::string>& args) { return Report(Bench(args)); }
+
+}  // namespace ringserve::cli
