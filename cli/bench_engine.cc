@@ -2,9 +2,9 @@
 // same run (memory read bandwidth, sgemm peak at the same thread count).
 #include <algorithm>
 #include <chrono>
-#include <thread>
 #include <cstdio>
 #include <numeric>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -58,8 +58,8 @@ double DecodeBytes(const model::ModelConfig& c, int64_t batch, int64_t context) 
   const double hd = static_cast<double>(c.hidden_size);
   const double inner = static_cast<double>(c.num_attention_heads * c.head_dim);
   double params = 0;
-  const double experts = std::min<double>(c.num_experts,
-                                          static_cast<double>(batch * c.num_experts_per_tok));
+  const double experts =
+      std::min<double>(c.num_experts, static_cast<double>(batch * c.num_experts_per_tok));
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     params += (c.IsSoftmaxLayer(i) ? c.softmax_qkv_rows() : 4 * inner) * hd + hd * inner;
     if (c.IsMoeLayer(i)) {
@@ -70,8 +70,8 @@ double DecodeBytes(const model::ModelConfig& c, int64_t batch, int64_t context) 
     }
   }
   params += static_cast<double>(c.vocab_size) * hd;
-  const double state = 2.0 * 4 * c.num_linear_layers() * c.num_attention_heads * c.head_dim *
-                       c.head_dim;
+  const double state =
+      2.0 * 4 * c.num_linear_layers() * c.num_attention_heads * c.head_dim * c.head_dim;
   const double kv = 2.0 * 2 * c.num_softmax_layers() * c.num_key_value_heads * c.head_dim *
                     static_cast<double>(context);
   return 4.0 * params + batch * (state + kv);
@@ -114,7 +114,8 @@ absl::Status BenchEngine(const std::vector<std::string>& args) {
     const std::vector<int32_t> t = tokens_of(n);
     ASSIGN_OR_RETURN(auto state, engine.model->NewState(n));
     const auto t0 = Clock::now();
-    RETURN_IF_ERROR(engine.model->Prefill(t, state.get(), chunk, model::LogitsMode::kLast, nullptr));
+    RETURN_IF_ERROR(
+        engine.model->Prefill(t, state.get(), chunk, model::LogitsMode::kLast, nullptr));
     const double s = std::chrono::duration<double>(Clock::now() - t0).count();
     const double flops = PrefillFlops(c, static_cast<double>(n));
     if (base_flops == 0 || n == 4096) {
@@ -130,11 +131,12 @@ absl::Status BenchEngine(const std::vector<std::string>& args) {
     row["cost_vs_flop_prediction"] = s / (base_seconds * flops / base_flops);
     prefill.push_back(row);
     if (!flags.GetBool("json")) {
-      std::printf("prefill %7lld tokens: %8.3f s  %9.1f tok/s  %7.1f GFLOP/s = %.2f of sgemm peak"
-                  "  cost/prediction(from %s) %.2f\n",
-                  static_cast<long long>(n), s, n / s, flops / s / 1e9,
-                  flops / s / 1e9 / limits.sgemm_gflops, n == 4096 ? "self" : "4K",
-                  s / (base_seconds * flops / base_flops));
+      std::printf(
+          "prefill %7lld tokens: %8.3f s  %9.1f tok/s  %7.1f GFLOP/s = %.2f of sgemm peak"
+          "  cost/prediction(from %s) %.2f\n",
+          static_cast<long long>(n), s, n / s, flops / s / 1e9,
+          flops / s / 1e9 / limits.sgemm_gflops, n == 4096 ? "self" : "4K",
+          s / (base_seconds * flops / base_flops));
     }
   }
   out["prefill"] = prefill;
@@ -161,7 +163,8 @@ absl::Status BenchEngine(const std::vector<std::string>& args) {
     std::vector<double> times;
     for (int64_t s = 0; s < steps; ++s) {
       const auto t0 = Clock::now();
-      RETURN_IF_ERROR(engine.model->DecodeStep(ptrs, sampled, params.data(), sampled.data(), nullptr));
+      RETURN_IF_ERROR(
+          engine.model->DecodeStep(ptrs, sampled, params.data(), sampled.data(), nullptr));
       times.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
     }
     std::sort(times.begin(), times.end());
@@ -178,10 +181,11 @@ absl::Status BenchEngine(const std::vector<std::string>& args) {
     row["tokens_per_s"] = batch / median;
     decode.push_back(row);
     if (!flags.GetBool("json")) {
-      std::printf("decode batch %3lld ctx %lld: step %8.2f ms  %8.1f tok/s  reads %.1f MB"
-                  "  roofline %.2f ms = %.2f of bandwidth roofline\n",
-                  static_cast<long long>(batch), static_cast<long long>(context), median * 1e3,
-                  batch / median, bytes / 1e6, roofline * 1e3, roofline / median);
+      std::printf(
+          "decode batch %3lld ctx %lld: step %8.2f ms  %8.1f tok/s  reads %.1f MB"
+          "  roofline %.2f ms = %.2f of bandwidth roofline\n",
+          static_cast<long long>(batch), static_cast<long long>(context), median * 1e3,
+          batch / median, bytes / 1e6, roofline * 1e3, roofline / median);
     }
   }
   out["decode"] = decode;

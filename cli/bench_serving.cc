@@ -142,9 +142,8 @@ absl::Status Bench(const std::vector<std::string>& args) {
   } else {
     std::exponential_distribution<double> gap(rate);
     for (int64_t i = 0; i < requests; ++i) {
-      threads.emplace_back([&, i] {
-        samples[i] = RunOne(stub.get(), prompts[i], static_cast<int>(output_len));
-      });
+      threads.emplace_back(
+          [&, i] { samples[i] = RunOne(stub.get(), prompts[i], static_cast<int>(output_len)); });
       std::this_thread::sleep_for(std::chrono::duration<double>(gap(rng)));
     }
   }
@@ -189,8 +188,8 @@ absl::Status Bench(const std::vector<std::string>& args) {
     // steps at batch 1.
     base::FlagSet engine_flags("engine");
     AddEngineFlags(&engine_flags);
-    RETURN_IF_ERROR(engine_flags.Parse({"--model=" + flags.Get("model"),
-                                        "--threads=" + flags.Get("threads")}));
+    RETURN_IF_ERROR(
+        engine_flags.Parse({"--model=" + flags.Get("model"), "--threads=" + flags.Get("threads")}));
     ASSIGN_OR_RETURN(Engine engine, LoadEngine(engine_flags));
     std::vector<int32_t> p(prompts[0].begin(), prompts[0].end());
     ASSIGN_OR_RETURN(auto state, engine.model->NewState(static_cast<int64_t>(p.size()) + 64));
@@ -203,8 +202,8 @@ absl::Status Bench(const std::vector<std::string>& args) {
     kernels::SamplingParams params{.temperature = 0};
     for (int i = 0; i < 32; ++i) {
       const auto s0 = Clock::now();
-      RETURN_IF_ERROR(engine.model->DecodeStep(states, std::span<const int32_t>(&token, 1),
-                                               &params, &token, nullptr));
+      RETURN_IF_ERROR(engine.model->DecodeStep(states, std::span<const int32_t>(&token, 1), &params,
+                                               &token, nullptr));
       steps.push_back(std::chrono::duration<double>(Clock::now() - s0).count());
     }
     const double step = Percentile(steps, 50);

@@ -151,9 +151,9 @@ absl::Status GenerateRemote(const std::vector<std::string>& args) {
                  "finish=%s prompt_tokens=%u completion_tokens=%u\n"
                  "timings_ms: queue=%.1f prefill=%.1f transfer=%.1f decode=%.1f total=%.1f\n",
                  ringserve::v1::FinishReason_Name(end->reason()).c_str(),
-                 end->usage().prompt_tokens(), end->usage().completion_tokens(),
-                 t.queue_us() / 1e3, t.prefill_us() / 1e3, t.transfer_us() / 1e3,
-                 t.decode_us() / 1e3, t.total_us() / 1e3);
+                 end->usage().prompt_tokens(), end->usage().completion_tokens(), t.queue_us() / 1e3,
+                 t.prefill_us() / 1e3, t.transfer_us() / 1e3, t.decode_us() / 1e3,
+                 t.total_us() / 1e3);
   }
   return absl::OkStatus();
 }
@@ -171,14 +171,14 @@ absl::Status Status(const std::vector<std::string>& args) {
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
     ringserve::v1::ClusterStatus status;
     RETURN_IF_ERROR(rpc::FromGrpc(stub->GetClusterStatus(&ctx, {}, &status)));
-    std::string out = absl::StrFormat("%-8s %-24s %-8s %-20s %12s %12s %8s  %s\n", "ROLE",
-                                      "ADDRESS", "HEALTH", "EPOCH", "LOAD", "CAPACITY",
-                                      "RUNNING", "ERROR");
+    std::string out =
+        absl::StrFormat("%-8s %-24s %-8s %-20s %12s %12s %8s  %s\n", "ROLE", "ADDRESS", "HEALTH",
+                        "EPOCH", "LOAD", "CAPACITY", "RUNNING", "ERROR");
     for (const auto& w : status.workers()) {
-      absl::StrAppend(&out, absl::StrFormat("%-8s %-24s %-8s %-20d %12d %12d %8d  %s\n", w.role(),
-                                            w.address(), w.healthy() ? "healthy" : "DOWN",
-                                            w.epoch(), w.load(), w.capacity(), w.running(),
-                                            w.error()));
+      absl::StrAppend(
+          &out, absl::StrFormat("%-8s %-24s %-8s %-20d %12d %12d %8d  %s\n", w.role(), w.address(),
+                                w.healthy() ? "healthy" : "DOWN", w.epoch(), w.load(), w.capacity(),
+                                w.running(), w.error()));
     }
     std::fputs(out.c_str(), stdout);
     std::fflush(stdout);
@@ -190,8 +190,9 @@ absl::Status Status(const std::vector<std::string>& args) {
 
 absl::Status ClusterUp(const std::vector<std::string>& args) {
   if (args.empty() || args[0] != "up") {
-    return absl::InvalidArgumentError("usage: ringctl cluster up --model DIR [--prefill N] "
-                                      "[--decode M] [--port P]");
+    return absl::InvalidArgumentError(
+        "usage: ringctl cluster up --model DIR [--prefill N] "
+        "[--decode M] [--port P]");
   }
   base::FlagSet flags("ringctl cluster up");
   flags.String("model", "", "checkpoint directory");
@@ -220,9 +221,8 @@ absl::Status ClusterUp(const std::vector<std::string>& args) {
   rpc::BlockTerminationSignals();
   ASSIGN_OR_RETURN(auto cluster, LocalCluster::Start(options));
   for (const auto& m : cluster->members()) {
-    std::printf("%-8s %d  pid=%d  grpc=%s  metrics=%s\n", m.role.c_str(), m.index,
-                m.process->pid(), m.address.c_str(),
-                m.metrics_url.empty() ? "-" : m.metrics_url.c_str());
+    std::printf("%-8s %d  pid=%d  grpc=%s  metrics=%s\n", m.role.c_str(), m.index, m.process->pid(),
+                m.address.c_str(), m.metrics_url.empty() ? "-" : m.metrics_url.c_str());
   }
   std::printf("cluster up; router at %s (Ctrl-C stops it)\n", cluster->router_address().c_str());
   std::fflush(stdout);

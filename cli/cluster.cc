@@ -35,8 +35,8 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const Options&
   std::unique_ptr<LocalCluster> c(new LocalCluster());
   c->options_ = options;
   std::vector<std::string> prefill_addresses, decode_addresses;
-  for (const auto& [role, count] : {std::pair<std::string, int>{"prefill", options.prefill},
-                                    {"decode", options.decode}}) {
+  for (const auto& [role, count] :
+       {std::pair<std::string, int>{"prefill", options.prefill}, {"decode", options.decode}}) {
     for (int i = 0; i < count; ++i) {
       c->members_.push_back({role, i, nullptr, ""});
       ASSIGN_OR_RETURN(const std::string address, c->Restart(role, i, 0));
@@ -71,8 +71,7 @@ absl::StatusOr<std::string> LocalCluster::Restart(const std::string& role, int i
     return absl::FailedPreconditionError(absl::StrCat(role, " worker ", index, " is running"));
   }
   std::vector<std::string> argv = {options_.bin_dir + "/ringserve-" + role, "--host=127.0.0.1",
-                                   absl::StrCat("--port=", port),
-                                   "--model=" + options_.model_dir};
+                                   absl::StrCat("--port=", port), "--model=" + options_.model_dir};
   argv.insert(argv.end(), options_.worker_args.begin(), options_.worker_args.end());
   const auto& extra = role == "prefill" ? options_.prefill_args : options_.decode_args;
   argv.insert(argv.end(), extra.begin(), extra.end());

@@ -19,7 +19,7 @@ class LocalCluster {
     std::string model_dir;
     int prefill = 1;
     int decode = 1;
-    int router_port = 0;  // 0 picks a free port
+    int router_port = 0;                   // 0 picks a free port
     std::vector<std::string> worker_args;  // appended to every worker's command line
     std::vector<std::string> prefill_args;
     std::vector<std::string> decode_args;

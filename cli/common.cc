@@ -101,11 +101,10 @@ absl::StatusOr<std::vector<int32_t>> GenerateTokens(model::HybridModel* model,
   options.ignore_eos = ignore_eos;
   model::GenerateStats stats;
   ASSIGN_OR_RETURN(std::vector<int32_t> out, model::Generate(model, prompt, options, &stats));
-  *log << "prompt_tokens=" << prompt.size() << " prefill_tokens_per_s="
-       << prompt.size() / std::max(1e-9, stats.prefill_seconds)
+  *log << "prompt_tokens=" << prompt.size()
+       << " prefill_tokens_per_s=" << prompt.size() / std::max(1e-9, stats.prefill_seconds)
        << " generated_tokens=" << out.size() << " decode_tokens_per_s="
-       << (out.size() > 1 ? (out.size() - 1) / std::max(1e-9, stats.decode_seconds) : 0.0)
-       << "\n";
+       << (out.size() > 1 ? (out.size() - 1) / std::max(1e-9, stats.decode_seconds) : 0.0) << "\n";
   return out;
 }
 

@@ -14,7 +14,9 @@ Scheduler::Scheduler(model::HybridModel* model, int max_batch)
 
 Scheduler::~Scheduler() { Stop(); }
 
-void Scheduler::Start() { thread_ = std::thread([this] { Loop(); }); }
+void Scheduler::Start() {
+  thread_ = std::thread([this] { Loop(); });
+}
 
 void Scheduler::Stop() {
   {
@@ -133,8 +135,8 @@ void Scheduler::Step(std::vector<Running>& running) {
     params.push_back(p);
   }
   std::vector<int32_t> sampled(running.size());
-  const absl::Status status = model_->DecodeStep(states, tokens, params.data(), sampled.data(),
-                                                 nullptr);
+  const absl::Status status =
+      model_->DecodeStep(states, tokens, params.data(), sampled.data(), nullptr);
   {
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.steps;

@@ -26,7 +26,7 @@ namespace ringserve::decode {
 struct ReadySequence {
   std::string request_id;
   std::unique_ptr<model::SequenceState> state;  // position = tokens already consumed
-  int32_t first_token = 0;  // sampled by prefill (and already streamed by the router)
+  int32_t first_token = 0;         // sampled by prefill (and already streamed by the router)
   model::GenerateOptions options;  // max_tokens counts the first token; sampling.seed set
   std::shared_ptr<rpc::StreamSink<internal::v1::DecodeEvent>> sink;
   // Called once on the scheduler thread when the sequence leaves the batch (frees its

@@ -18,8 +18,7 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const std::string& device
         "device 'cuda' is not available: this build has no CUDA backend (nvcc was not found)");
 #endif
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("device '", device, "' is not one of cpu, cuda"));
+  return absl::InvalidArgumentError(absl::StrCat("device '", device, "' is not one of cpu, cuda"));
 }
 
 }  // namespace ringserve::kernels

@@ -28,9 +28,9 @@ using Buffer = std::unique_ptr<void, void (*)(void*)>;
 // Sampling parameters of one row of logits. temperature 0 means greedy.
 struct SamplingParams {
   float temperature = 1.0f;
-  int32_t top_k = 0;     // 0 = off
-  float top_p = 1.0f;    // (0, 1]
-  float min_p = 0.0f;    // [0, 1]
+  int32_t top_k = 0;   // 0 = off
+  float top_p = 1.0f;  // (0, 1]
+  float min_p = 0.0f;  // [0, 1]
   uint64_t seed = 0;
   uint64_t position = 0;  // the absolute position being sampled; the draw is f(seed, position)
 };
@@ -79,8 +79,8 @@ struct LinearAttentionParams {
   const float* k;
   const float* v;
   int64_t ld;
-  float* out;  // [T, H * D], row stride H * D
-  float* state;  // [H, D, D] (k-dim major), fp32, in/out
+  float* out;              // [T, H * D], row stride H * D
+  float* state;            // [H, D, D] (k-dim major), fp32, in/out
   const float* log_decay;  // [H], g_h < 0
   int64_t tokens;
   int64_t heads;
@@ -95,8 +95,8 @@ struct LinearDecodeParams {
   const float* k;
   const float* v;
   int64_t ld;
-  float* out;             // [B, H * D]
-  float* const* states;   // B pointers to [H, D, D] fp32
+  float* out;              // [B, H * D]
+  float* const* states;    // B pointers to [H, D, D] fp32
   const float* log_decay;  // [H]
   int64_t batch;
   int64_t heads;
@@ -112,7 +112,7 @@ struct SoftmaxAttentionParams {
   const float* k;  // [T, Hkv, D] at row stride ld (new keys, already normed and rotated)
   const float* v;
   int64_t ld;
-  float* out;  // [T, H * D]
+  float* out;         // [T, H * D]
   uint16_t* k_cache;  // [Hkv, capacity, D], bf16
   uint16_t* v_cache;
   int64_t capacity;
@@ -141,8 +141,8 @@ struct MoeRouteParams {
 // y[t] += sum_k weights[t,k] * Expert_{ids[t,k]}(x[t]), each expert SwiGLU with a fused
 // gate_up [2I, Hd] and down [Hd, I].
 struct MoeExpertsParams {
-  const float* x;  // [T, Hd]
-  float* y;        // [T, Hd], accumulated
+  const float* x;             // [T, Hd]
+  float* y;                   // [T, Hd], accumulated
   const int32_t* expert_ids;  // [T, K]
   const float* weights;       // [T, K]
   int64_t tokens;

@@ -69,8 +69,7 @@ absl::Status Main(const std::vector<std::string>& args) {
   ASSIGN_OR_RETURN(auto model,
                    model::HybridModel::Load(flags.Get("model"), backend.get(), {variant}));
   // The decay variant changes the linear states, so it is part of what must match.
-  ASSIGN_OR_RETURN(std::string fingerprint,
-                   state::ModelFingerprintOfDirectory(flags.Get("model")));
+  ASSIGN_OR_RETURN(std::string fingerprint, state::ModelFingerprintOfDirectory(flags.Get("model")));
   absl::StrAppend(&fingerprint, "/", model::DecayVariantName(variant));
   const uint64_t epoch = base::RandomU64() >> 1;
 
@@ -107,8 +106,9 @@ absl::Status Main(const std::vector<std::string>& args) {
 
   ASSIGN_OR_RETURN(auto metrics, rpc::Metrics::Start(flags.Get("host"),
                                                      static_cast<int>(metrics_port), "prefill"));
-  auto& m_bytes = metrics->Counter("ringserve_transfer_bytes_total",
-                                   "State bytes sent to decode workers", {{"transport", transport}});
+  auto& m_bytes =
+      metrics->Counter("ringserve_transfer_bytes_total", "State bytes sent to decode workers",
+                       {{"transport", transport}});
   auto& m_transfer = metrics->Seconds("ringserve_transfer_duration_seconds",
                                       "Time of one state transfer", {{"transport", transport}});
   auto& m_ok = metrics->Counter("ringserve_prefill_requests_total", "Prefill jobs by outcome",
@@ -152,16 +152,17 @@ absl::Status Main(const std::vector<std::string>& args) {
   scheduler.Start();
   auto& m_queued = metrics->Gauge("ringserve_prefill_queued_prompt_tokens",
                                   "Prompt tokens queued or being prefilled (autoscaling signal)");
-  auto& m_jobs = metrics->Gauge("ringserve_prefill_jobs", "Prefill jobs queued, running or sending");
+  auto& m_jobs =
+      metrics->Gauge("ringserve_prefill_jobs", "Prefill jobs queued, running or sending");
   auto& m_tokens = metrics->Counter("ringserve_prefill_tokens_total", "Prompt tokens prefilled");
 
-  ASSIGN_OR_RETURN(auto server, rpc::GrpcServer::Start(flags.Get("host"), static_cast<int>(port),
-                                                       tls, /*require_client_cert=*/true,
-                                                       {&service}));
+  ASSIGN_OR_RETURN(auto server,
+                   rpc::GrpcServer::Start(flags.Get("host"), static_cast<int>(port), tls,
+                                          /*require_client_cert=*/true, {&service}));
   service.set_ready(true);
   server->SetReady(true);
-  RS_LOG(kInfo) << "event=listening port=" << server->port() << " metrics_port="
-                << metrics->port() << " epoch=" << epoch << " transport=" << transport;
+  RS_LOG(kInfo) << "event=listening port=" << server->port() << " metrics_port=" << metrics->port()
+                << " epoch=" << epoch << " transport=" << transport;
   base::NotifyReady(static_cast<int>(ready_fd), absl::StrCat(server->port(), " ", metrics->port()));
 
   std::atomic<bool> stop{false};

@@ -103,10 +103,9 @@ bool PrefillScheduler::RunChunk(PrefillJob& job) {
   }
   const size_t n = std::min<size_t>(options_.chunk_tokens, job.tokens.size() - job.done);
   const bool last = job.done + n == job.tokens.size();
-  const absl::Status status =
-      model_->Prefill(std::span<const int32_t>(job.tokens).subspan(job.done, n), job.state.get(),
-                      options_.chunk_tokens,
-                      last ? model::LogitsMode::kLast : model::LogitsMode::kNone, nullptr);
+  const absl::Status status = model_->Prefill(
+      std::span<const int32_t>(job.tokens).subspan(job.done, n), job.state.get(),
+      options_.chunk_tokens, last ? model::LogitsMode::kLast : model::LogitsMode::kNone, nullptr);
   if (!status.ok()) {
     job.sink->Finish(rpc::ToGrpc(status));
     return false;
@@ -190,8 +189,10 @@ void PrefillScheduler::Loop() {
     }
   }
   std::lock_guard<std::mutex> lock(mu_);
-  for (auto& job : active) job->sink->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "prefill worker stopping"));
-  for (auto& job : queue_) job->sink->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "prefill worker stopping"));
+  for (auto& job : active)
+    job->sink->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "prefill worker stopping"));
+  for (auto& job : queue_)
+    job->sink->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "prefill worker stopping"));
   queue_.clear();
 }
 

@@ -9,8 +9,7 @@ namespace ringserve::prefill {
 using internal::v1::PrefillEvent;
 
 PrefillService::PrefillService(PrefillScheduler* scheduler, const model::ModelConfig* config,
-                               uint64_t epoch, std::string fingerprint,
-                               uint64_t max_queued_tokens)
+                               uint64_t epoch, std::string fingerprint, uint64_t max_queued_tokens)
     : scheduler_(scheduler),
       config_(config),
       epoch_(epoch),
@@ -23,11 +22,13 @@ grpc::ServerWriteReactor<PrefillEvent>* PrefillService::Run(
     return rpc::RejectStream<PrefillEvent>(grpc::Status(code, message));
   };
   if (!ready_) return reject(grpc::StatusCode::UNAVAILABLE, "prefill worker is draining");
-  if (request->tokens().empty()) return reject(grpc::StatusCode::INVALID_ARGUMENT, "tokens is empty");
+  if (request->tokens().empty())
+    return reject(grpc::StatusCode::INVALID_ARGUMENT, "tokens is empty");
   if (request->tokens_size() > config_->max_position_embeddings) {
-    return reject(grpc::StatusCode::INVALID_ARGUMENT,
-                  absl::StrCat("prompt of ", request->tokens_size(),
-                               " tokens exceeds the context of ", config_->max_position_embeddings));
+    return reject(
+        grpc::StatusCode::INVALID_ARGUMENT,
+        absl::StrCat("prompt of ", request->tokens_size(), " tokens exceeds the context of ",
+                     config_->max_position_embeddings));
   }
   if (request->decode_address().empty() || request->ticket().empty()) {
     return reject(grpc::StatusCode::INVALID_ARGUMENT, "decode_address and ticket are required");
@@ -45,8 +46,8 @@ grpc::ServerWriteReactor<PrefillEvent>* PrefillService::Run(
     job->tokens.push_back(static_cast<int32_t>(t));
   }
   const auto& s = request->sampling();
-  job->sampling = {s.temperature(), s.top_k(),  s.top_p(),
-                   s.min_p(),       s.seed(),   request->sample_position()};
+  job->sampling = {s.temperature(), s.top_k(), s.top_p(),
+                   s.min_p(),       s.seed(),  request->sample_position()};
   job->decode_address = request->decode_address();
   job->ticket = request->ticket();
   job->progress = request->progress();

@@ -1,7 +1,7 @@
 // ringserve-router: the public gRPC API; assigns each request to a prefill and a decode worker.
+#include <atomic>
 #include <cstdio>
 #include <filesystem>
-#include <atomic>
 #include <memory>
 #include <thread>
 
@@ -92,7 +92,8 @@ absl::Status Main(const std::vector<std::string>& args) {
   context.decode = decode.get();
   context.policy = &policy;
   context.text = text.get();
-  for (int64_t id : config.eos_token_ids) context.eos_token_ids.push_back(static_cast<uint32_t>(id));
+  for (int64_t id : config.eos_token_ids)
+    context.eos_token_ids.push_back(static_cast<uint32_t>(id));
   context.limits.vocab_size = static_cast<uint32_t>(config.vocab_size);
   context.limits.max_context = static_cast<uint32_t>(config.max_position_embeddings);
   context.limits.max_new_tokens = static_cast<uint32_t>(max_new);
@@ -112,14 +113,14 @@ absl::Status Main(const std::vector<std::string>& args) {
   info.set_max_new_tokens(static_cast<uint32_t>(max_new));
   RouterService service(&context, options);
 
-  ASSIGN_OR_RETURN(auto server,
-                   rpc::GrpcServer::Start(flags.Get("host"), static_cast<int>(port), tls,
-                                          /*require_client_cert=*/false,
-                                          {static_cast<ringserve::v1::Generation::CallbackService*>(&service),
-                                           static_cast<ringserve::v1::Admin::CallbackService*>(&service)}));
+  ASSIGN_OR_RETURN(
+      auto server,
+      rpc::GrpcServer::Start(flags.Get("host"), static_cast<int>(port), tls,
+                             /*require_client_cert=*/false,
+                             {static_cast<ringserve::v1::Generation::CallbackService*>(&service),
+                              static_cast<ringserve::v1::Admin::CallbackService*>(&service)}));
   server->SetReady(true);
-  RS_LOG(kInfo) << "event=listening port=" << server->port()
-                << " metrics_port=" << metrics->port();
+  RS_LOG(kInfo) << "event=listening port=" << server->port() << " metrics_port=" << metrics->port();
   ASSIGN_OR_RETURN(const int64_t ready_fd, flags.GetInt("ready-fd"));
   base::NotifyReady(static_cast<int>(ready_fd), absl::StrCat(server->port(), " ", metrics->port()));
   std::atomic<bool> stop{false};

@@ -6,8 +6,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "common/base/logging.h"
-#include "common/rpc/status.h"
 #include "common/base/random.h"
+#include "common/rpc/status.h"
 
 namespace ringserve::router {
 
@@ -75,16 +75,16 @@ absl::Status ValidateRequest(const GenerateRequest& r, const RouterLimits& limit
     case GenerateRequest::kText:
       if (r.text().empty()) return Invalid("prompt.text is empty");
       if (r.text().size() > limits.max_prompt_bytes) {
-        return Invalid(absl::StrCat("prompt.text of ", r.text().size(),
-                                    " bytes exceeds the limit ", limits.max_prompt_bytes));
+        return Invalid(absl::StrCat("prompt.text of ", r.text().size(), " bytes exceeds the limit ",
+                                    limits.max_prompt_bytes));
       }
       break;
     case GenerateRequest::kMessages: {
       const auto& m = r.messages().messages();
       if (m.empty()) return Invalid("prompt.messages is empty");
       if (static_cast<uint32_t>(m.size()) > limits.max_messages) {
-        return Invalid(absl::StrCat("prompt.messages holds ", m.size(),
-                                    " messages; the limit is ", limits.max_messages));
+        return Invalid(absl::StrCat("prompt.messages holds ", m.size(), " messages; the limit is ",
+                                    limits.max_messages));
       }
       for (int i = 0; i < m.size(); ++i) {
         const std::string& role = m[i].role();
@@ -103,8 +103,7 @@ absl::Status ValidateRequest(const GenerateRequest& r, const RouterLimits& limit
   }
   const auto& s = r.sampling();
   if (s.has_temperature() && !(s.temperature() >= 0.0f && s.temperature() <= 100.0f)) {
-    return Invalid(absl::StrCat("sampling.temperature ", s.temperature(),
-                                " is outside [0, 100]"));
+    return Invalid(absl::StrCat("sampling.temperature ", s.temperature(), " is outside [0, 100]"));
   }
   if (s.has_top_k() && s.top_k() < 0) {
     return Invalid(absl::StrCat("sampling.top_k ", s.top_k(), " is negative; use 0 for off"));
@@ -122,8 +121,8 @@ absl::Status ValidateRequest(const GenerateRequest& r, const RouterLimits& limit
                                 limits.max_new_tokens));
   }
   if (static_cast<uint32_t>(st.stop_size()) > limits.max_stop_strings) {
-    return Invalid(absl::StrCat("stopping.stop holds ", st.stop_size(),
-                                " strings; the limit is ", limits.max_stop_strings));
+    return Invalid(absl::StrCat("stopping.stop holds ", st.stop_size(), " strings; the limit is ",
+                                limits.max_stop_strings));
   }
   for (int i = 0; i < st.stop_size(); ++i) {
     if (st.stop(i).empty() || st.stop(i).size() > limits.max_stop_string_bytes) {
@@ -202,18 +201,18 @@ void RequestFlow::Finish(FinishReason reason, const absl::Status& status) {
   }
   if (context_->metrics != nullptr) {
     RouterMetrics& m = *context_->metrics;
-    std::string outcome = status.ok() ? absl::AsciiStrToLower(std::string(
-                                            ringserve::v1::FinishReason_Name(reason)))
-                                      : absl::AsciiStrToLower(absl::StatusCodeToString(status.code()));
+    std::string outcome =
+        status.ok() ? absl::AsciiStrToLower(std::string(ringserve::v1::FinishReason_Name(reason)))
+                    : absl::AsciiStrToLower(absl::StatusCodeToString(status.code()));
     absl::StrReplaceAll({{"finish_reason_", ""}}, &outcome);
     m.Outcome(outcome).Increment();
     m.e2e.Observe(absl::ToDoubleSeconds(now - start_));
     m.prompt_tokens.Increment(static_cast<double>(prompt_.size()));
     m.completion_tokens.Increment(static_cast<double>(generated_.size()));
   }
-  RS_LOG(kInfo) << "event=finished request_id=" << request_id_ << " reason="
-                << ringserve::v1::FinishReason_Name(reason) << " prompt_tokens=" << prompt_.size()
-                << " completion_tokens=" << generated_.size()
+  RS_LOG(kInfo) << "event=finished request_id=" << request_id_
+                << " reason=" << ringserve::v1::FinishReason_Name(reason)
+                << " prompt_tokens=" << prompt_.size() << " completion_tokens=" << generated_.size()
                 << " total_us=" << timings_.total_us()
                 << " status=" << base::Quote(status.ToString());
   if (!status.ok()) {
@@ -269,7 +268,8 @@ RequestFlow::Outcome RequestFlow::Attempt(const std::vector<uint32_t>& context_t
       request_.stopping().max_tokens() - static_cast<uint32_t>(generated_.size());
   // 1. A decode reservation.
   std::string decode_address, ticket;
-  grpc::Status last = grpc::Status(grpc::StatusCode::UNAVAILABLE, "decode pool has no healthy worker");
+  grpc::Status last =
+      grpc::Status(grpc::StatusCode::UNAVAILABLE, "decode pool has no healthy worker");
   std::vector<std::string> decodes = context_->policy->RankDecode(context_->decode->Snapshot());
   if (decodes.empty()) {
     // Every worker looked down at the last poll: look again before giving up (a worker may
@@ -434,8 +434,7 @@ RequestFlow::Outcome RequestFlow::Attempt(const std::vector<uint32_t>& context_t
       return {true, absl::CancelledError("cancelled by the client")};
     }
   }
-  RS_LOG(kWarning) << "event=decode_lost request_id=" << request_id_
-                   << " decode=" << decode_address
+  RS_LOG(kWarning) << "event=decode_lost request_id=" << request_id_ << " decode=" << decode_address
                    << " status=" << base::Quote(dstatus.error_message())
                    << " generated=" << generated_.size();
   if (dstatus.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
@@ -468,10 +467,10 @@ void RequestFlow::Run() {
   const uint64_t total = prompt_.size() + request_.stopping().max_tokens();
   if (total > limits.max_context) {
     Finish(ringserve::v1::FINISH_REASON_ERROR,
-           absl::InvalidArgumentError(absl::StrCat(
-               "prompt of ", prompt_.size(), " tokens + stopping.max_tokens ",
-               request_.stopping().max_tokens(), " exceeds the model's context of ",
-               limits.max_context, " tokens")));
+           absl::InvalidArgumentError(
+               absl::StrCat("prompt of ", prompt_.size(), " tokens + stopping.max_tokens ",
+                            request_.stopping().max_tokens(), " exceeds the model's context of ",
+                            limits.max_context, " tokens")));
     return;
   }
   const auto& s = request_.sampling();
@@ -481,9 +480,8 @@ void RequestFlow::Run() {
   sampling_.set_min_p(s.min_p());
   sampling_.set_seed(s.has_seed() ? s.seed() : base::RandomU64());
   if (context_->text != nullptr) {
-    text_ = context_->text->NewStream(
-        std::vector<std::string>(request_.stopping().stop().begin(),
-                                 request_.stopping().stop().end()));
+    text_ = context_->text->NewStream(std::vector<std::string>(request_.stopping().stop().begin(),
+                                                               request_.stopping().stop().end()));
   }
   absl::Status last = absl::UnavailableError("no attempt was made");
   for (int attempt = 0; attempt < context_->max_attempts; ++attempt) {

@@ -14,19 +14,19 @@
 #include "absl/time/time.h"
 #include "common/rpc/metrics.h"
 #include "common/rpc/server_stream.h"
+#include "ringserve/internal/v1/worker.pb.h"
+#include "ringserve/v1/generation.pb.h"
 #include "router/policy.h"
 #include "router/text_stream.h"
 #include "router/worker_pool.h"
-#include "ringserve/internal/v1/worker.pb.h"
-#include "ringserve/v1/generation.pb.h"
 
 namespace ringserve::router {
 
 // Limits the router enforces on the public API.
 struct RouterLimits {
   uint32_t vocab_size = 0;
-  uint32_t max_context = 0;       // prompt + generated tokens
-  uint32_t max_new_tokens = 0;    // per request
+  uint32_t max_context = 0;     // prompt + generated tokens
+  uint32_t max_new_tokens = 0;  // per request
   uint32_t max_stop_strings = 16;
   uint32_t max_stop_string_bytes = 256;
   uint32_t max_stop_token_ids = 64;

@@ -5,9 +5,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/base/logging.h"
+#include "common/base/random.h"
 #include "common/rpc/server_stream.h"
 #include "common/rpc/status.h"
-#include "common/base/random.h"
 
 namespace ringserve::router {
 
@@ -56,15 +56,15 @@ grpc::ServerWriteReactor<GenerateResponse>* RouterService::Generate(
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (active_.size() >= options_.max_inflight) {
-      return rpc::RejectStream<GenerateResponse>(grpc::Status(
-          grpc::StatusCode::RESOURCE_EXHAUSTED,
-          absl::StrCat("router has ", active_.size(), " requests in flight; the limit is ",
-                       options_.max_inflight)));
+      return rpc::RejectStream<GenerateResponse>(
+          grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                       absl::StrCat("router has ", active_.size(),
+                                    " requests in flight; the limit is ", options_.max_inflight)));
     }
     if (!active_.insert(id).second) {
-      return rpc::RejectStream<GenerateResponse>(grpc::Status(
-          grpc::StatusCode::INVALID_ARGUMENT,
-          absl::StrCat("request_id '", id, "' is already in flight")));
+      return rpc::RejectStream<GenerateResponse>(
+          grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                       absl::StrCat("request_id '", id, "' is already in flight")));
     }
   }
   const auto chrono_deadline = ctx->deadline();
@@ -116,9 +116,9 @@ grpc::ServerUnaryReactor* RouterService::Tokenize(grpc::CallbackServerContext* c
   return reactor;
 }
 
-grpc::ServerUnaryReactor* RouterService::GetModelInfo(
-    grpc::CallbackServerContext* ctx, const ringserve::v1::GetModelInfoRequest*,
-    ringserve::v1::ModelInfo* response) {
+grpc::ServerUnaryReactor* RouterService::GetModelInfo(grpc::CallbackServerContext* ctx,
+                                                      const ringserve::v1::GetModelInfoRequest*,
+                                                      ringserve::v1::ModelInfo* response) {
   auto* reactor = ctx->DefaultReactor();
   *response = options_.model_info;
   for (const WorkerView& w : context_->decode->Snapshot()) {

@@ -8,8 +8,8 @@
 #include <string>
 
 #include "absl/base/thread_annotations.h"
-#include "router/request_flow.h"
 #include "ringserve/v1/generation.grpc.pb.h"
+#include "router/request_flow.h"
 
 namespace ringserve::router {
 
@@ -36,9 +36,9 @@ class RouterService final : public ringserve::v1::Generation::CallbackService,
   grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* ctx,
                                          const ringserve::v1::GetModelInfoRequest* request,
                                          ringserve::v1::ModelInfo* response) override;
-  grpc::ServerUnaryReactor* GetClusterStatus(
-      grpc::CallbackServerContext* ctx, const ringserve::v1::GetClusterStatusRequest* request,
-      ringserve::v1::ClusterStatus* response) override;
+  grpc::ServerUnaryReactor* GetClusterStatus(grpc::CallbackServerContext* ctx,
+                                             const ringserve::v1::GetClusterStatusRequest* request,
+                                             ringserve::v1::ClusterStatus* response) override;
 
   uint32_t inflight() const;
 

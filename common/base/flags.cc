@@ -83,8 +83,8 @@ absl::StatusOr<std::vector<int64_t>> FlagSet::GetIntList(const std::string& name
   for (absl::string_view part : absl::StrSplit(Get(name), ',')) {
     int64_t v;
     if (!absl::SimpleAtoi(part, &v)) {
-      return absl::InvalidArgumentError(absl::StrCat("flag --", name, " entry '",
-                                                     std::string(part), "' is not an integer"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("flag --", name, " entry '", std::string(part), "' is not an integer"));
     }
     out.push_back(v);
   }

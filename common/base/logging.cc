@@ -37,15 +37,14 @@ void SetLogLevel(LogLevel level) { g_level.store(static_cast<int>(level)); }
 
 absl::Status SetLogLevel(std::string_view name) {
   const std::string lower = absl::AsciiStrToLower(std::string(name));
-  for (LogLevel level :
-       {LogLevel::kDebug, LogLevel::kInfo, LogLevel::kWarning, LogLevel::kError}) {
+  for (LogLevel level : {LogLevel::kDebug, LogLevel::kInfo, LogLevel::kWarning, LogLevel::kError}) {
     if (lower == LevelName(level)) {
       SetLogLevel(level);
       return absl::OkStatus();
     }
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("log level '", std::string(name), "' is not one of debug, info, warning, error"));
+  return absl::InvalidArgumentError(absl::StrCat("log level '", std::string(name),
+                                                 "' is not one of debug, info, warning, error"));
 }
 
 bool LogEnabled(LogLevel level) { return static_cast<int>(level) >= g_level.load(); }

@@ -40,8 +40,8 @@ std::string Quote(std::string_view value);
 
 }  // namespace ringserve::base
 
-#define RS_LOG(level)                                                    \
+#define RS_LOG(level)                                                     \
   if (!::ringserve::base::LogEnabled(::ringserve::base::LogLevel::level)) \
-    ;                                                                    \
-  else                                                                   \
+    ;                                                                     \
+  else                                                                    \
     ::ringserve::base::LogLine(::ringserve::base::LogLevel::level).stream()

@@ -52,12 +52,11 @@ int64_t TensorView::NumElements() const {
   return n;
 }
 
-absl::StatusOr<std::map<std::string, TensorView>> ParseSafetensors(const uint8_t* data,
-                                                                   size_t size,
+absl::StatusOr<std::map<std::string, TensorView>> ParseSafetensors(const uint8_t* data, size_t size,
                                                                    std::string_view origin) {
   if (size < 8) {
-    return absl::DataLossError(
-        absl::StrCat(std::string(origin), ": file of ", size, " bytes is too short for a safetensors header"));
+    return absl::DataLossError(absl::StrCat(std::string(origin), ": file of ", size,
+                                            " bytes is too short for a safetensors header"));
   }
   uint64_t header_len;
   std::memcpy(&header_len, data, 8);
@@ -72,7 +71,8 @@ absl::StatusOr<std::map<std::string, TensorView>> ParseSafetensors(const uint8_t
   const std::string_view header(reinterpret_cast<const char*>(data + 8), header_len);
   nlohmann::json json = nlohmann::json::parse(header, nullptr, /*allow_exceptions=*/false);
   if (json.is_discarded() || !json.is_object()) {
-    return absl::DataLossError(absl::StrCat(std::string(origin), ": header is not a valid JSON object"));
+    return absl::DataLossError(
+        absl::StrCat(std::string(origin), ": header is not a valid JSON object"));
   }
   const uint8_t* body = data + 8 + header_len;
   const uint64_t body_size = size - 8 - header_len;
@@ -82,16 +82,16 @@ absl::StatusOr<std::map<std::string, TensorView>> ParseSafetensors(const uint8_t
     const auto& entry = it.value();
     const std::string where = absl::StrCat(std::string(origin), ": tensor '", it.key(), "'");
     if (!entry.is_object() || !entry.contains("dtype") || !entry["dtype"].is_string() ||
-        !entry.contains("shape") || !entry["shape"].is_array() ||
-        !entry.contains("data_offsets") || !entry["data_offsets"].is_array() ||
-        entry["data_offsets"].size() != 2) {
+        !entry.contains("shape") || !entry["shape"].is_array() || !entry.contains("data_offsets") ||
+        !entry["data_offsets"].is_array() || entry["data_offsets"].size() != 2) {
       return absl::DataLossError(
           absl::StrCat(where, " needs string dtype, array shape and two data_offsets"));
     }
     TensorView view;
     view.name = it.key();
     auto dtype = ParseDType(entry["dtype"].get<std::string>());
-    if (!dtype.ok()) return absl::DataLossError(absl::StrCat(where, ": ", dtype.status().message()));
+    if (!dtype.ok())
+      return absl::DataLossError(absl::StrCat(where, ": ", dtype.status().message()));
     view.dtype = *dtype;
     uint64_t elements = 1;
     for (const auto& d : entry["shape"]) {

@@ -48,8 +48,7 @@ class SafetensorsFile {
 };
 
 // Parses a safetensors header of a buffer of `size` bytes (exposed for the fuzzer and tests).
-absl::StatusOr<std::map<std::string, TensorView>> ParseSafetensors(const uint8_t* data,
-                                                                   size_t size,
+absl::StatusOr<std::map<std::string, TensorView>> ParseSafetensors(const uint8_t* data, size_t size,
                                                                    std::string_view origin);
 
 // The tensors of a HuggingFace checkpoint directory: `model.safetensors`, or the shards named by

@@ -9,10 +9,10 @@
 #define RS_STATUS_CONCAT(a, b) RS_STATUS_CONCAT_INNER(a, b)
 
 // Returns the status of `expr` from the enclosing function when it is not OK.
-#define RETURN_IF_ERROR(expr)                        \
-  do {                                               \
-    ::absl::Status rs_status_ = (expr);              \
-    if (!rs_status_.ok()) return rs_status_;         \
+#define RETURN_IF_ERROR(expr)                \
+  do {                                       \
+    ::absl::Status rs_status_ = (expr);      \
+    if (!rs_status_.ok()) return rs_status_; \
   } while (0)
 
 // Evaluates `rexpr` (an absl::StatusOr<T>); on error returns its status, else moves the value

@@ -15,7 +15,7 @@
 namespace ringserve::base {
 
 absl::StatusOr<std::unique_ptr<Subprocess>> Subprocess::Start(std::vector<std::string> argv,
-                                                             bool ready) {
+                                                              bool ready) {
   int fds[2] = {-1, -1};
   if (ready) {
     if (::pipe2(fds, O_CLOEXEC) != 0) {
@@ -62,8 +62,8 @@ absl::StatusOr<std::string> Subprocess::WaitReady(absl::Duration timeout) {
     pollfd pfd{ready_fd_, POLLIN, 0};
     const int ms = static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()));
     if (ms <= 0) {
-      return absl::DeadlineExceededError(absl::StrCat("process ", pid_, " not ready after ",
-                                                      absl::FormatDuration(timeout)));
+      return absl::DeadlineExceededError(
+          absl::StrCat("process ", pid_, " not ready after ", absl::FormatDuration(timeout)));
     }
     const int n = ::poll(&pfd, 1, ms);
     if (n < 0 && errno == EINTR) continue;

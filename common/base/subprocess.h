@@ -18,7 +18,7 @@ class Subprocess {
   // Starts `argv` (argv[0] is a path). When `ready` is true a pipe is created and
   // "--ready-fd=N" appended to the arguments.
   static absl::StatusOr<std::unique_ptr<Subprocess>> Start(std::vector<std::string> argv,
-                                                          bool ready);
+                                                           bool ready);
   ~Subprocess();
   Subprocess(const Subprocess&) = delete;
   Subprocess& operator=(const Subprocess&) = delete;

@@ -61,8 +61,8 @@ absl::Status ReadEos(const Json& j, std::vector<int64_t>* out) {
 
 absl::Status Positive(int64_t v, const char* key) {
   if (v <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat("config.json '", key, "' is ", v,
-                                                   "; it must be positive"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("config.json '", key, "' is ", v, "; it must be positive"));
   }
   return absl::OkStatus();
 }
@@ -102,12 +102,13 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const std::string& text) {
   }
   ModelConfig c;
   if (j.contains("model_type")) {
-    if (!j["model_type"].is_string()) return absl::InvalidArgumentError("model_type is not a string");
+    if (!j["model_type"].is_string())
+      return absl::InvalidArgumentError("model_type is not a string");
     c.model_type = j["model_type"].get<std::string>();
   }
   if (c.model_type != "bailing_moe_linear") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "config.json model_type '", c.model_type, "' is not bailing_moe_linear"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("config.json model_type '", c.model_type, "' is not bailing_moe_linear"));
   }
   RETURN_IF_ERROR(ReadInt(j, "hidden_size", &c.hidden_size, true));
   RETURN_IF_ERROR(ReadInt(j, "num_hidden_layers", &c.num_hidden_layers, true));
@@ -165,15 +166,14 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const std::string& text) {
         absl::StrCat("head_dim ", c.head_dim, " must be even and at most 512"));
   }
   if (c.num_attention_heads % c.num_key_value_heads != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "num_attention_heads ", c.num_attention_heads, " is not a multiple of num_key_value_heads ",
-        c.num_key_value_heads));
+    return absl::InvalidArgumentError(absl::StrCat("num_attention_heads ", c.num_attention_heads,
+                                                   " is not a multiple of num_key_value_heads ",
+                                                   c.num_key_value_heads));
   }
   if ((c.num_attention_heads * c.head_dim) % c.group_norm_size != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("group_norm_size ", c.group_norm_size,
-                                                   " does not divide the ",
-                                                   c.num_attention_heads * c.head_dim,
-                                                   " attention channels"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("group_norm_size ", c.group_norm_size, " does not divide the ",
+                     c.num_attention_heads * c.head_dim, " attention channels"));
   }
   if (c.num_experts % c.n_group != 0 || c.topk_group > c.n_group) {
     return absl::InvalidArgumentError(absl::StrCat("num_experts ", c.num_experts, ", n_group ",
@@ -181,9 +181,9 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const std::string& text) {
                                                    " do not form valid expert groups"));
   }
   if (c.num_experts_per_tok > c.num_experts / c.n_group * c.topk_group) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "num_experts_per_tok ", c.num_experts_per_tok, " exceeds the ",
-        c.num_experts / c.n_group * c.topk_group, " experts of the selected groups"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("num_experts_per_tok ", c.num_experts_per_tok, " exceeds the ",
+                     c.num_experts / c.n_group * c.topk_group, " experts of the selected groups"));
   }
   if (c.use_qkv_bias || c.use_bias) {
     return absl::UnimplementedError("use_qkv_bias / use_bias checkpoints are not supported");
@@ -198,7 +198,8 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const std::string& text) {
 
 absl::StatusOr<ModelConfig> ModelConfig::FromDirectory(const std::string& dir) {
   namespace fs = std::filesystem;
-  ASSIGN_OR_RETURN(std::string text, base::ReadFileToString((fs::path(dir) / "config.json").string()));
+  ASSIGN_OR_RETURN(std::string text,
+                   base::ReadFileToString((fs::path(dir) / "config.json").string()));
   ASSIGN_OR_RETURN(ModelConfig c, FromJson(text));
   const std::string gen_path = (fs::path(dir) / "generation_config.json").string();
   if (fs::exists(gen_path)) {

@@ -60,7 +60,9 @@ struct ModelConfig {
   int64_t num_softmax_layers() const;
   int64_t num_linear_layers() const { return num_hidden_layers - num_softmax_layers(); }
   int64_t linear_qkv_rows() const { return 3 * num_attention_heads * head_dim; }
-  int64_t softmax_qkv_rows() const { return (num_attention_heads + 2 * num_key_value_heads) * head_dim; }
+  int64_t softmax_qkv_rows() const {
+    return (num_attention_heads + 2 * num_key_value_heads) * head_dim;
+  }
   int64_t shared_intermediate() const { return moe_intermediate_size * num_shared_experts; }
   // g_{layer,h} = -base_h * f(layer) for every head (fp32 as upstream).
   std::vector<float> LogDecay(int64_t layer, DecayVariant variant) const;

@@ -38,8 +38,8 @@ absl::StatusOr<std::vector<int32_t>> Generate(HybridModel* model, std::span<cons
          !IsStopToken(model->config(), options, token)) {
     params.position = static_cast<uint64_t>(prompt.size() + out.size());
     int32_t next = 0;
-    RETURN_IF_ERROR(model->DecodeStep(states, std::span<const int32_t>(&token, 1), &params, &next,
-                                      nullptr));
+    RETURN_IF_ERROR(
+        model->DecodeStep(states, std::span<const int32_t>(&token, 1), &params, &next, nullptr));
     token = next;
     out.push_back(token);
   }

@@ -30,7 +30,6 @@ bool IsStopToken(const ModelConfig& config, const GenerateOptions& options, int3
 // decode steps, the draw of position p being a function of (seed, p) alone. The reference the
 // disaggregated cluster must reproduce token for token. The stop token, when hit, is included.
 absl::StatusOr<std::vector<int32_t>> Generate(HybridModel* model, std::span<const int32_t> prompt,
-                                              const GenerateOptions& options,
-                                              GenerateStats* stats);
+                                              const GenerateOptions& options, GenerateStats* stats);
 
 }  // namespace ringserve::model

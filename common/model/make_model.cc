@@ -111,17 +111,19 @@ absl::Status WriteRandomCheckpoint(const ModelConfig& config, const std::string&
   namespace fs = std::filesystem;
   std::error_code ec;
   fs::create_directories(dir, ec);
-  if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
+  if (ec)
+    return absl::PermissionDeniedError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
   if (options.shards < 1) {
     return absl::InvalidArgumentError(absl::StrCat("shards ", options.shards, " must be >= 1"));
   }
-  RETURN_IF_ERROR(base::WriteStringToFile((fs::path(dir) / "config.json").string(), config.ToJson()));
+  RETURN_IF_ERROR(
+      base::WriteStringToFile((fs::path(dir) / "config.json").string(), config.ToJson()));
   nlohmann::ordered_json gen;
   gen["bos_token_id"] = nullptr;
   gen["eos_token_id"] = config.eos_token_ids;
   gen["pad_token_id"] = config.eos_token_ids.empty() ? 0 : config.eos_token_ids[0];
-  RETURN_IF_ERROR(base::WriteStringToFile((fs::path(dir) / "generation_config.json").string(),
-                                          gen.dump(2)));
+  RETURN_IF_ERROR(
+      base::WriteStringToFile((fs::path(dir) / "generation_config.json").string(), gen.dump(2)));
   const std::vector<ExpectedTensor> tensors = ExpectedTensors(config);
   size_t total = 0;
   for (const auto& e : tensors) {
@@ -136,10 +138,9 @@ absl::Status WriteRandomCheckpoint(const ModelConfig& config, const std::string&
   int shard_index = 0;
   auto flush = [&]() -> absl::Status {
     ++shard_index;
-    const std::string name =
-        options.shards == 1
-            ? std::string("model.safetensors")
-            : absl::StrFormat("model-%05d-of-%05d.safetensors", shard_index, options.shards);
+    const std::string name = options.shards == 1 ? std::string("model.safetensors")
+                                                 : absl::StrFormat("model-%05d-of-%05d.safetensors",
+                                                                   shard_index, options.shards);
     for (const auto& t : shard) weight_map[t.name] = name;
     RETURN_IF_ERROR(base::WriteSafetensors((fs::path(dir) / name).string(), shard));
     shard.clear();

@@ -28,8 +28,8 @@ absl::Status HybridModel::EnsureWorkspace(int64_t rows) {
   const ModelConfig& c = config_;
   const int64_t hd = c.hidden_size;
   const int64_t inner = c.num_attention_heads * c.head_dim;
-  const int64_t proj = std::max({4 * inner, c.softmax_qkv_rows(), 2 * c.intermediate_size,
-                                 2 * c.shared_intermediate()});
+  const int64_t proj = std::max(
+      {4 * inner, c.softmax_qkv_rows(), 2 * c.intermediate_size, 2 * c.shared_intermediate()});
   const int64_t act = std::max(c.intermediate_size, c.shared_intermediate());
   const size_t need = static_cast<size_t>(
       rows * (3 * hd + proj + inner + act + c.num_experts + 2 * c.num_experts_per_tok + 1) +
@@ -76,8 +76,8 @@ absl::Status HybridModel::Forward(const std::vector<Segment>& segments, LogitsMo
   RETURN_IF_ERROR(EnsureWorkspace(rows));
   float* x = Alloc(rows * hd);
   float* a = Alloc(rows * hd);
-  const int64_t proj_width = std::max({4 * inner, c.softmax_qkv_rows(), 2 * c.intermediate_size,
-                                       2 * c.shared_intermediate()});
+  const int64_t proj_width = std::max(
+      {4 * inner, c.softmax_qkv_rows(), 2 * c.intermediate_size, 2 * c.shared_intermediate()});
   float* proj = Alloc(rows * proj_width);
   float* o = Alloc(rows * inner);
   float* act = Alloc(rows * std::max(c.intermediate_size, c.shared_intermediate()));
@@ -135,11 +135,10 @@ absl::Status HybridModel::Forward(const std::vector<Segment>& segments, LogitsMo
       for (size_t si = 0; si < segments.size(); ++si) {
         const int64_t r0 = row_begin[si];
         SequenceState* st = segments[si].state;
-        be->SoftmaxAttention({q + r0 * ld, k + r0 * ld, v + r0 * ld, ld, o + r0 * inner,
-                              st->k_cache(softmax_index), st->v_cache(softmax_index),
-                              st->capacity(), st->position(),
-                              static_cast<int64_t>(segments[si].tokens.size()), heads, kv_heads, d,
-                              scale});
+        be->SoftmaxAttention(
+            {q + r0 * ld, k + r0 * ld, v + r0 * ld, ld, o + r0 * inner, st->k_cache(softmax_index),
+             st->v_cache(softmax_index), st->capacity(), st->position(),
+             static_cast<int64_t>(segments[si].tokens.size()), heads, kv_heads, d, scale});
       }
       ++softmax_index;
     }
@@ -153,8 +152,8 @@ absl::Status HybridModel::Forward(const std::vector<Segment>& segments, LogitsMo
     be->MoeRoute({router_logits, w.expert_bias, expert_ids, expert_w, rows, c.num_experts,
                   c.num_experts_per_tok, c.n_group, c.topk_group,
                   static_cast<float>(c.routed_scaling_factor)});
-    be->MoeExperts({a, x, expert_ids, expert_w, rows, hd, c.num_experts_per_tok,
-                    &w.expert_gate_up, &w.expert_down});
+    be->MoeExperts({a, x, expert_ids, expert_w, rows, hd, c.num_experts_per_tok, &w.expert_gate_up,
+                    &w.expert_down});
     if (c.num_shared_experts > 0) swiglu(a, w.shared_gate_up, w.shared_down);
   }
   for (const Segment& s : segments) {
@@ -182,8 +181,8 @@ absl::Status HybridModel::Forward(const std::vector<Segment>& segments, LogitsMo
     ASSIGN_OR_RETURN(logits_buf_, be->Allocate(need * sizeof(float)));
     logits_floats_ = need;
   }
-  be->Gemm({a, n_out, hd, &weights_->lm_head, static_cast<float*>(logits_buf_.get()),
-            c.vocab_size, false});
+  be->Gemm({a, n_out, hd, &weights_->lm_head, static_cast<float*>(logits_buf_.get()), c.vocab_size,
+            false});
   *rows_out = n_out;
   return absl::OkStatus();
 }
@@ -215,7 +214,8 @@ absl::Status HybridModel::Prefill(std::span<const int32_t> tokens, SequenceState
                                   std::vector<float>* logits) {
   if (tokens.empty()) return absl::InvalidArgumentError("prefill needs at least one token");
   if (chunk_tokens <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat("chunk length ", chunk_tokens, " is not positive"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("chunk length ", chunk_tokens, " is not positive"));
   }
   RETURN_IF_ERROR(CheckTokens(tokens, config_.vocab_size));
   RETURN_IF_ERROR(CheckRoom(*state, static_cast<int64_t>(tokens.size())));

@@ -30,8 +30,8 @@ class HybridModel {
   // Loads DIR (config.json, generation_config.json, safetensors) onto `backend`, which must
   // outlive the model.
   static absl::StatusOr<std::unique_ptr<HybridModel>> Load(const std::string& dir,
-                                                          kernels::Backend* backend,
-                                                          const ModelOptions& options);
+                                                           kernels::Backend* backend,
+                                                           const ModelOptions& options);
 
   const ModelConfig& config() const { return config_; }
   kernels::Backend* backend() const { return backend_; }

@@ -6,12 +6,11 @@
 namespace ringserve::model {
 
 absl::StatusOr<std::unique_ptr<SequenceState>> SequenceState::Create(const ModelConfig& c,
-                                                                    kernels::Backend* backend,
-                                                                    int64_t capacity) {
+                                                                     kernels::Backend* backend,
+                                                                     int64_t capacity) {
   if (capacity <= 0 || capacity > c.max_position_embeddings) {
-    return absl::InvalidArgumentError(absl::StrCat("sequence capacity ", capacity,
-                                                   " tokens is outside [1, ",
-                                                   c.max_position_embeddings, "]"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "sequence capacity ", capacity, " tokens is outside [1, ", c.max_position_embeddings, "]"));
   }
   std::unique_ptr<SequenceState> s(new SequenceState());
   s->capacity_ = capacity;

@@ -23,8 +23,8 @@ struct Span {
 class SequenceState {
  public:
   static absl::StatusOr<std::unique_ptr<SequenceState>> Create(const ModelConfig& config,
-                                                              kernels::Backend* backend,
-                                                              int64_t capacity);
+                                                               kernels::Backend* backend,
+                                                               int64_t capacity);
 
   int64_t position() const { return position_; }
   void set_position(int64_t p) { position_ = p; }

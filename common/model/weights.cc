@@ -38,9 +38,11 @@ void AddMoe(const ModelConfig& c, int64_t i, std::vector<ExpectedTensor>* out) {
     out->push_back({Layer(i, p + "down_proj.weight"), {hd, c.moe_intermediate_size}});
   }
   if (c.num_shared_experts > 0) {
-    out->push_back({Layer(i, "mlp.shared_experts.gate_proj.weight"), {c.shared_intermediate(), hd}});
+    out->push_back(
+        {Layer(i, "mlp.shared_experts.gate_proj.weight"), {c.shared_intermediate(), hd}});
     out->push_back({Layer(i, "mlp.shared_experts.up_proj.weight"), {c.shared_intermediate(), hd}});
-    out->push_back({Layer(i, "mlp.shared_experts.down_proj.weight"), {hd, c.shared_intermediate()}});
+    out->push_back(
+        {Layer(i, "mlp.shared_experts.down_proj.weight"), {hd, c.shared_intermediate()}});
   }
 }
 
@@ -67,7 +69,8 @@ absl::StatusOr<const base::TensorView*> Check(const base::TensorStore& store,
 }
 
 // Concatenates matrices with equal column counts along rows, in their stored dtype.
-base::TensorData Concat(const std::string& name, const std::vector<const base::TensorView*>& parts) {
+base::TensorData Concat(const std::string& name,
+                        const std::vector<const base::TensorView*>& parts) {
   base::TensorData out{name, parts[0]->dtype, {0, parts[0]->shape[1]}, {}};
   for (const auto* p : parts) {
     out.shape[0] += p->shape[0];
@@ -134,7 +137,8 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::Load(const ModelConf
     const base::TensorView* t = found.at(name);
     std::vector<const base::TensorView*> copies(times, t);
     base::TensorData data{name, t->dtype, {times * t->shape[0]}, {}};
-    for (const auto* p : copies) data.bytes.append(reinterpret_cast<const char*>(p->data), p->bytes);
+    for (const auto* p : copies)
+      data.bytes.append(reinterpret_cast<const char*>(p->data), p->bytes);
     return backend->UploadVector(View(data));
   };
   auto swiglu = [&](const std::string& prefix, kernels::Weight* gate_up,
@@ -175,8 +179,8 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::Load(const ModelConf
       l.expert_gate_up.resize(c.num_experts);
       l.expert_down.resize(c.num_experts);
       for (int64_t e = 0; e < c.num_experts; ++e) {
-        RETURN_IF_ERROR(swiglu(Layer(i, absl::StrCat("mlp.experts.", e, ".")),
-                               &l.expert_gate_up[e], &l.expert_down[e]));
+        RETURN_IF_ERROR(swiglu(Layer(i, absl::StrCat("mlp.experts.", e, ".")), &l.expert_gate_up[e],
+                               &l.expert_down[e]));
       }
       if (c.num_shared_experts > 0) {
         RETURN_IF_ERROR(swiglu(Layer(i, "mlp.shared_experts."), &l.shared_gate_up, &l.shared_down));

@@ -20,15 +20,15 @@ struct LayerWeights {
   const float* input_norm = nullptr;  // [Hd]
   const float* post_norm = nullptr;   // [Hd]
   kernels::Weight in_proj;
-  const float* q_norm = nullptr;  // [H*D]: the [D] query_layernorm tiled over heads
-  const float* k_norm = nullptr;  // [H*D]: the [D] key_layernorm tiled over heads
-  const float* g_norm = nullptr;  // [H*D] (linear layers)
-  const float* log_decay = nullptr;  // [H] (linear layers), backend memory
-  kernels::Weight dense;          // [Hd, H*D]
-  kernels::Weight mlp_gate_up;    // dense MLP [2I, Hd]
-  kernels::Weight mlp_down;       // [Hd, I]
-  kernels::Weight router;         // [E, Hd]
-  const float* expert_bias = nullptr;  // [E]
+  const float* q_norm = nullptr;                // [H*D]: the [D] query_layernorm tiled over heads
+  const float* k_norm = nullptr;                // [H*D]: the [D] key_layernorm tiled over heads
+  const float* g_norm = nullptr;                // [H*D] (linear layers)
+  const float* log_decay = nullptr;             // [H] (linear layers), backend memory
+  kernels::Weight dense;                        // [Hd, H*D]
+  kernels::Weight mlp_gate_up;                  // dense MLP [2I, Hd]
+  kernels::Weight mlp_down;                     // [Hd, I]
+  kernels::Weight router;                       // [E, Hd]
+  const float* expert_bias = nullptr;           // [E]
   std::vector<kernels::Weight> expert_gate_up;  // E x [2Im, Hd]
   std::vector<kernels::Weight> expert_down;     // E x [Hd, Im]
   kernels::Weight shared_gate_up;
@@ -48,9 +48,9 @@ struct ModelWeights {
   // Checks every tensor of model-spec section 2 (name, shape, dtype; MTP layers too), reporting
   // the first mismatch by name, then uploads the ones the forward pass uses.
   static absl::StatusOr<std::unique_ptr<ModelWeights>> Load(const ModelConfig& config,
-                                                           const base::TensorStore& store,
-                                                           kernels::Backend* backend,
-                                                           DecayVariant variant);
+                                                            const base::TensorStore& store,
+                                                            kernels::Backend* backend,
+                                                            DecayVariant variant);
 };
 
 // The checkpoint tensors of model-spec section 2 for `config`: name and shape, in spec order.

@@ -1,26 +1,29 @@
 #pragma once
 
 #include <prometheus/counter.h>
-#include <prometheus/exposer.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include <atomic>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "absl/status/statusor.h"
 
 namespace ringserve::rpc {
 
-// The process's Prometheus registry, served as text at http://HOST:PORT/metrics. Every process
-// exports ringserve_build_info. Metric objects returned by the helpers live as long as this.
-// Thread-safe.
+// The process's Prometheus registry, served as text at http://HOST:PORT/metrics by a small
+// HTTP/1.0 server of its own (one thread, one connection at a time; scrapes are rare and
+// small). Every process exports ringserve_build_info. Metric objects returned by the helpers
+// live as long as this. Thread-safe.
 class Metrics {
  public:
   // port 0 picks a free one; port < 0 registers metrics without serving them.
   static absl::StatusOr<std::unique_ptr<Metrics>> Start(const std::string& host, int port,
                                                         const std::string& component);
+  ~Metrics();
 
   int port() const { return port_; }
   prometheus::Registry& registry() { return *registry_; }
@@ -38,9 +41,13 @@ class Metrics {
 
  private:
   Metrics() = default;
+  void Serve();
+
   std::shared_ptr<prometheus::Registry> registry_;
-  std::unique_ptr<prometheus::Exposer> exposer_;
+  int listen_fd_ = -1;
   int port_ = -1;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
 };
 
 }  // namespace ringserve::rpc

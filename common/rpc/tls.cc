@@ -19,9 +19,9 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(
     const TlsFiles& tls, bool require_client_cert) {
   if (!tls.enabled()) return grpc::InsecureServerCredentials();
   if (tls.cert.empty() || tls.key.empty() || (require_client_cert && tls.ca.empty())) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "a TLS server needs --tls-cert and --tls-key",
-        require_client_cert ? ", and --tls-ca to verify its peers (mutual TLS)" : ""));
+    return absl::InvalidArgumentError(
+        absl::StrCat("a TLS server needs --tls-cert and --tls-key",
+                     require_client_cert ? ", and --tls-ca to verify its peers (mutual TLS)" : ""));
   }
   ASSIGN_OR_RETURN(std::string cert, base::ReadFileToString(tls.cert));
   ASSIGN_OR_RETURN(std::string key, base::ReadFileToString(tls.key));

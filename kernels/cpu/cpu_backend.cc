@@ -19,7 +19,9 @@ namespace {
 void FreeHost(void* p) { std::free(p); }
 
 // Splits rows so each block carries at least ~32K elements of work.
-int64_t Grain(int64_t per_row) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, per_row)); }
+int64_t Grain(int64_t per_row) {
+  return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, per_row));
+}
 
 }  // namespace
 
@@ -79,8 +81,7 @@ absl::StatusOr<float*> CpuBackend::Widen(const base::TensorView& tensor) {
 
 absl::StatusOr<Weight> CpuBackend::UploadWeight(const base::TensorView& tensor) {
   if (tensor.shape.size() != 2) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("tensor '", tensor.name, "' is not a matrix"));
+    return absl::InvalidArgumentError(absl::StrCat("tensor '", tensor.name, "' is not a matrix"));
   }
   ASSIGN_OR_RETURN(float* data, Widen(tensor));
   return Weight{data, tensor.shape[0], tensor.shape[1], base::DType::kF32};
@@ -244,8 +245,7 @@ void CpuBackend::MoeExperts(const MoeExpertsParams& p) {
           std::memcpy(x.data() + r * p.hidden, p.x + (rows[r] / p.top_k) * p.hidden,
                       p.hidden * sizeof(float));
         }
-        cpu::GemmColumns({x.data(), n, p.hidden, &w_gu, gu.data(), w_gu.rows, false}, 0,
-                         w_gu.rows);
+        cpu::GemmColumns({x.data(), n, p.hidden, &w_gu, gu.data(), w_gu.rows, false}, 0, w_gu.rows);
         for (int64_t r = 0; r < n; ++r) {
           const float* g = gu.data() + r * 2 * inter;
           for (int64_t j = 0; j < inter; ++j) {

@@ -63,8 +63,8 @@ void LinearAttentionHead(const LinearAttentionParams& p, int64_t h) {
       for (int64_t j = 0; j <= i; ++j) row[j] *= pw[i - j];
       for (int64_t j = i + 1; j < len; ++j) row[j] = 0.0f;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, len, d, len, 1.0f, a.data(), c,
-                v.data(), d, 1.0f, o.data(), d);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, len, d, len, 1.0f, a.data(), c, v.data(),
+                d, 1.0f, o.data(), d);
     // S <- e^{g L} S + sum_j e^{g (L-1-j)} k_j v_j^T.
     const float carry = pw[len];
     for (int64_t i = 0; i < d * d; ++i) state[i] *= carry;

@@ -17,7 +17,8 @@ double BestSeconds(int reps, F f) {
   for (int r = 0; r < reps; ++r) {
     const auto t0 = std::chrono::steady_clock::now();
     f();
-    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    best = std::min(best,
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
   return best;
 }
@@ -47,7 +48,8 @@ MachineLimits ProbeMachine(int threads) {
   out.read_bandwidth_gbs = n * sizeof(float) / read_s / 1e9;
 
   std::vector<float> dst(n / 4);
-  const double copy_s = BestSeconds(5, [&] { std::memcpy(dst.data(), buf.data(), dst.size() * 4); });
+  const double copy_s =
+      BestSeconds(5, [&] { std::memcpy(dst.data(), buf.data(), dst.size() * 4); });
   out.memcpy_gbs = dst.size() * 4.0 / copy_s / 1e9;
 
   const int64_t dim = 1536;

@@ -84,9 +84,9 @@ TEST_P(LinearAttentionTest, ChunkedRecurrentAndNaiveAgree) {
   for (auto [begin, end] : {std::pair<int64_t, int64_t>{0, split}, {split, tokens}}) {
     if (end == begin) continue;
     const int64_t row = begin * kHeads * kDim;
-    backend.LinearAttention({in.q.data() + row, in.k.data() + row, in.v.data() + row,
-                             kHeads * kDim, out.data() + row, state.data(), in.log_decay.data(),
-                             end - begin, kHeads, kDim, scale, block});
+    backend.LinearAttention({in.q.data() + row, in.k.data() + row, in.v.data() + row, kHeads * kDim,
+                             out.data() + row, state.data(), in.log_decay.data(), end - begin,
+                             kHeads, kDim, scale, block});
   }
   ExpectClose(out, want_out, 1e-5);
   ExpectClose(state, want_state, 1e-5);
@@ -97,8 +97,8 @@ TEST_P(LinearAttentionTest, ChunkedRecurrentAndNaiveAgree) {
   for (int64_t t = 0; t < tokens; ++t) {
     const int64_t row = t * kHeads * kDim;
     backend.LinearAttentionDecode({in.q.data() + row, in.k.data() + row, in.v.data() + row,
-                                   kHeads * kDim, rec_out.data() + row, states,
-                                   in.log_decay.data(), 1, kHeads, kDim, scale});
+                                   kHeads * kDim, rec_out.data() + row, states, in.log_decay.data(),
+                                   1, kHeads, kDim, scale});
   }
   ExpectClose(rec_out, want_out, 1e-5);
   ExpectClose(rec_state, want_state, 1e-5);

@@ -111,7 +111,8 @@ inline bool WorkerIsIdle(const std::string& address, bool prefill) {
 
 // Every worker of the cluster is idle. Releases happen asynchronously after a stream ends, so
 // this re-reads the workers' status until they settle (bounded; each read is a real RPC).
-inline bool ClusterSettlesIdle(cli::LocalCluster* cluster, absl::Duration limit = absl::Seconds(20)) {
+inline bool ClusterSettlesIdle(cli::LocalCluster* cluster,
+                               absl::Duration limit = absl::Seconds(20)) {
   const absl::Time deadline = absl::Now() + limit;
   while (true) {
     bool idle = true;

@@ -4,9 +4,9 @@
 
 #include "common/model/generate.h"
 #include "common/model/model.h"
+#include "common/text/tokenizer.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu/cpu_backend.h"
-#include "common/text/tokenizer.h"
 #include "tests/router/cluster_fixture.h"
 
 namespace ringserve::testing {
@@ -108,7 +108,8 @@ TEST_F(ClusterTest, CancelledRequestFreesReservationsAndBuffers) {
   grpc::ClientContext ctx;
   std::thread canceller;
   auto req = TokenRequest(PromptOf(300, 9), 2000);
-  auto channel = grpc::CreateChannel(cluster_->router_address(), grpc::InsecureChannelCredentials());
+  auto channel =
+      grpc::CreateChannel(cluster_->router_address(), grpc::InsecureChannelCredentials());
   auto stub = ringserve::v1::Generation::NewStub(channel);
   auto reader = stub->Generate(&ctx, req);
   ringserve::v1::GenerateResponse r;
@@ -124,8 +125,8 @@ TEST_F(ClusterTest, CancelledRequestFreesReservationsAndBuffers) {
 TEST_F(ClusterTest, ExpiredDeadlineAnswersDeadlineExceededAndFreesEverything) {
   grpc::ClientContext ctx;
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Milliseconds(400)));
-  const Answer a =
-      Generate(cluster_->router_address(), TokenRequest(PromptOf(50, 2), 5000), absl::ZeroDuration(), &ctx);
+  const Answer a = Generate(cluster_->router_address(), TokenRequest(PromptOf(50, 2), 5000),
+                            absl::ZeroDuration(), &ctx);
   EXPECT_EQ(a.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << a.status.error_message();
   EXPECT_TRUE(ClusterSettlesIdle(cluster_));
 }
@@ -160,9 +161,10 @@ TEST_F(ClusterTest, ChatMessagesUseTheCheckpointTemplate) {
   ASSERT_TRUE(a.status.ok()) << a.status.error_message();
   ASSERT_TRUE(a.finished.has_value());
   auto tokenizer = text::Tokenizer::FromDirectory(dir_->path());
-  auto ids = (*tokenizer)->Encode(
-      "<role>SYSTEM</role>You are terse.\ndetailed thinking off<|role_end|>"
-      "<role>HUMAN</role>Hi!<|role_end|><role>ASSISTANT</role>");
+  auto ids = (*tokenizer)
+                 ->Encode(
+                     "<role>SYSTEM</role>You are terse.\ndetailed thinking off<|role_end|>"
+                     "<role>HUMAN</role>Hi!<|role_end|><role>ASSISTANT</role>");
   ASSERT_TRUE(ids.ok());
   EXPECT_EQ(a.finished->usage().prompt_tokens(), ids->size());
 }
@@ -190,7 +192,8 @@ TEST_F(ClusterTest, BadInputThroughThePublicApiGetsInvalidArgument) {
 TEST_F(ClusterTest, ADuplicateInFlightRequestIdIsRejected) {
   auto first = TokenRequest(PromptOf(30, 1), 3000);
   first.set_request_id("same-id");
-  auto channel = grpc::CreateChannel(cluster_->router_address(), grpc::InsecureChannelCredentials());
+  auto channel =
+      grpc::CreateChannel(cluster_->router_address(), grpc::InsecureChannelCredentials());
   auto stub = ringserve::v1::Generation::NewStub(channel);
   grpc::ClientContext ctx;
   auto reader = stub->Generate(&ctx, first);

@@ -64,8 +64,8 @@ class FaultTest : public ::testing::Test {
   // `role`.
   Answer RunAndKill(const ringserve::v1::GenerateRequest& req, const std::string& role,
                     bool on_progress, int after, std::string* killed) {
-    auto channel = grpc::CreateChannel(cluster_->router_address(),
-                                       grpc::InsecureChannelCredentials());
+    auto channel =
+        grpc::CreateChannel(cluster_->router_address(), grpc::InsecureChannelCredentials());
     auto stub = ringserve::v1::Generation::NewStub(channel);
     grpc::ClientContext ctx;
     ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Minutes(5)));

@@ -3,7 +3,6 @@
 #include <thread>
 
 #include "absl/synchronization/notification.h"
-
 #include "common/model/generate.h"
 #include "common/model/model.h"
 #include "gtest/gtest.h"

@@ -130,7 +130,8 @@ TEST(StatusTest, RingctlStatusListsEveryWorkerAndNoticesADeadOne) {
          absl::Now() < deadline) {
     text = run_status();
   }
-  EXPECT_TRUE(std::regex_search(text, std::regex("prefill +" + victim->address + " +DOWN"))) << text;
+  EXPECT_TRUE(std::regex_search(text, std::regex("prefill +" + victim->address + " +DOWN")))
+      << text;
   EXPECT_TRUE(std::regex_search(
       text, std::regex("prefill +" + (*cluster)->Find("prefill", 0)->address + " +healthy")));
 }

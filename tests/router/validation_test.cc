@@ -31,7 +31,9 @@ void ExpectInvalid(const GenerateRequest& r, const std::string& fragment) {
   EXPECT_NE(s.message().find(fragment), std::string::npos) << s.message();
 }
 
-TEST(ValidateRequestTest, AcceptsAGoodRequest) { EXPECT_TRUE(ValidateRequest(Good(), Limits()).ok()); }
+TEST(ValidateRequestTest, AcceptsAGoodRequest) {
+  EXPECT_TRUE(ValidateRequest(Good(), Limits()).ok());
+}
 
 TEST(ValidateRequestTest, PromptErrorsNameTheFieldAndTheLimit) {
   GenerateRequest r = Good();

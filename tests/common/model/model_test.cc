@@ -64,8 +64,8 @@ TEST_F(ModelTest, MatchesTheIndependentReference) {
   const std::vector<int32_t> tokens = Prompt(21);
   for (bool hf : {false, true}) {
     kernels::CpuBackend backend(2);
-    auto m = HybridModel::Load(dir_->path(), &backend,
-                               {hf ? DecayVariant::kHf : DecayVariant::kSglang});
+    auto m =
+        HybridModel::Load(dir_->path(), &backend, {hf ? DecayVariant::kHf : DecayVariant::kSglang});
     ASSERT_TRUE(m.ok()) << m.status();
     auto state = (*m)->NewState(32);
     ASSERT_TRUE(state.ok());
@@ -108,8 +108,8 @@ TEST_F(ModelTest, PrefillThenDecodeEqualsOneLongerPrefill) {
   SequenceState* states[] = {state->get()};
   for (int32_t t : more) {
     std::vector<float> row;
-    ASSERT_TRUE(model_->DecodeStep(states, std::span<const int32_t>(&t, 1), nullptr, nullptr, &row)
-                    .ok());
+    ASSERT_TRUE(
+        model_->DecodeStep(states, std::span<const int32_t>(&t, 1), nullptr, nullptr, &row).ok());
     stepped.insert(stepped.end(), row.begin(), row.end());
   }
   std::vector<int32_t> all = prompt;
@@ -126,7 +126,8 @@ TEST_F(ModelTest, BatchedDecodeEqualsSeparateDecodes) {
   for (int i = 0; i < 3; ++i) {
     auto s = model_->NewState(64);
     ASSERT_TRUE(s.ok());
-    ASSERT_TRUE(model_->Prefill(Prompt(10 + 7 * i, i), s->get(), 64, LogitsMode::kNone, nullptr).ok());
+    ASSERT_TRUE(
+        model_->Prefill(Prompt(10 + 7 * i, i), s->get(), 64, LogitsMode::kNone, nullptr).ok());
     ptrs.push_back(s->get());
     states.push_back(std::move(*s));
   }
@@ -136,11 +137,13 @@ TEST_F(ModelTest, BatchedDecodeEqualsSeparateDecodes) {
   const int64_t vocab = model_->config().vocab_size;
   for (int i = 0; i < 3; ++i) {
     auto s = model_->NewState(64);
-    ASSERT_TRUE(model_->Prefill(Prompt(10 + 7 * i, i), s->get(), 64, LogitsMode::kNone, nullptr).ok());
+    ASSERT_TRUE(
+        model_->Prefill(Prompt(10 + 7 * i, i), s->get(), 64, LogitsMode::kNone, nullptr).ok());
     SequenceState* one[] = {s->get()};
     std::vector<float> single;
-    ASSERT_TRUE(model_->DecodeStep(one, std::span<const int32_t>(&next[i], 1), nullptr, nullptr,
-                                   &single).ok());
+    ASSERT_TRUE(
+        model_->DecodeStep(one, std::span<const int32_t>(&next[i], 1), nullptr, nullptr, &single)
+            .ok());
     const std::vector<float> row(batched.begin() + i * vocab, batched.begin() + (i + 1) * vocab);
     EXPECT_LT(RelDiff(row, single), 1e-5) << "sequence " << i;
   }

@@ -163,7 +163,8 @@ std::vector<std::vector<double>> ReferenceModel::Logits(const std::vector<int>& 
     std::vector<Vec> q(T), k(T), v(T), gate(T), a(T);
     for (int64_t t = 0; t < T; ++t) {
       a[t] = RmsNorm(x[t].data(), hd, W(p + "input_layernorm.weight").data(), eps);
-      const Vec qkv = MatVec(W(p + "attention.query_key_value.weight"), (H + 2 * kvh) * D, hd, a[t]);
+      const Vec qkv =
+          MatVec(W(p + "attention.query_key_value.weight"), (H + 2 * kvh) * D, hd, a[t]);
       q[t].assign(qkv.begin(), qkv.begin() + H * D);
       k[t].assign(qkv.begin() + H * D, qkv.begin() + (H + kvh) * D);
       v[t].assign(qkv.begin() + (H + kvh) * D, qkv.end());
@@ -256,7 +257,8 @@ std::vector<std::vector<double>> ReferenceModel::Logits(const std::vector<int>& 
         std::sort(groups.begin(), groups.end());
         std::vector<std::pair<double, int64_t>> cand;
         for (int64_t gi = 0; gi < tg; ++gi) {
-          for (int64_t e = groups[gi].second * per_group; e < (groups[gi].second + 1) * per_group; ++e) {
+          for (int64_t e = groups[gi].second * per_group; e < (groups[gi].second + 1) * per_group;
+               ++e) {
             cand.push_back({-r[e], e});
           }
         }

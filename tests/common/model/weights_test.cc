@@ -73,8 +73,10 @@ TEST(WeightsTest, ExpectedTensorsMatchThePublishedRingMiniInventory) {
 }
 
 TEST(ConfigTest, RejectsOtherModelTypesAndBadShapes) {
-  EXPECT_NE(ModelConfig::FromJson(R"({"model_type": "llama"})").status().message().find(
-                "model_type 'llama' is not bailing_moe_linear"),
+  EXPECT_NE(ModelConfig::FromJson(R"({"model_type": "llama"})")
+                .status()
+                .message()
+                .find("model_type 'llama' is not bailing_moe_linear"),
             std::string::npos);
   EXPECT_NE(ModelConfig::FromJson("{").status().message().find("not a valid JSON"),
             std::string::npos);
