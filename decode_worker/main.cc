@@ -25,7 +25,6 @@
 #endif
 
 namespace ringserve::decode {
-namespace {
 
 absl::Status Main(const std::vector<std::string>& args) {
   base::FlagSet flags("ringserve-decode");
@@ -180,16 +179,8 @@ absl::Status Main(const std::vector<std::string>& args) {
   return absl::OkStatus();
 }
 
-}  // namespace
 }  // namespace ringserve::decode
 
 int main(int argc, char** argv) {
-  ringserve::rpc::BlockTerminationSignals();
-  const absl::Status status =
-      ringserve::decode::Main(std::vector<std::string>(argv + 1, argv + argc));
-  if (!status.ok()) {
-    std::fprintf(stderr, "ringserve-decode: %s\n", std::string(status.message()).c_str());
-    return 1;
-  }
-  return 0;
+  return ringserve::rpc::ServerMain("ringserve-decode", ringserve::decode::Main, argc, argv);
 }

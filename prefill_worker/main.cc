@@ -24,7 +24,6 @@
 #endif
 
 namespace ringserve::prefill {
-namespace {
 
 absl::Status Main(const std::vector<std::string>& args) {
   base::FlagSet flags("ringserve-prefill");
@@ -192,16 +191,8 @@ absl::Status Main(const std::vector<std::string>& args) {
   return absl::OkStatus();
 }
 
-}  // namespace
 }  // namespace ringserve::prefill
 
 int main(int argc, char** argv) {
-  ringserve::rpc::BlockTerminationSignals();
-  const absl::Status status =
-      ringserve::prefill::Main(std::vector<std::string>(argv + 1, argv + argc));
-  if (!status.ok()) {
-    std::fprintf(stderr, "ringserve-prefill: %s\n", std::string(status.message()).c_str());
-    return 1;
-  }
-  return 0;
+  return ringserve::rpc::ServerMain("ringserve-prefill", ringserve::prefill::Main, argc, argv);
 }

@@ -20,7 +20,6 @@
 #include "router/worker_pool.h"
 
 namespace ringserve::router {
-namespace {
 
 absl::Status Main(const std::vector<std::string>& args) {
   base::FlagSet flags("ringserve-router");
@@ -145,16 +144,8 @@ absl::Status Main(const std::vector<std::string>& args) {
   return absl::OkStatus();
 }
 
-}  // namespace
 }  // namespace ringserve::router
 
 int main(int argc, char** argv) {
-  ringserve::rpc::BlockTerminationSignals();
-  const absl::Status status =
-      ringserve::router::Main(std::vector<std::string>(argv + 1, argv + argc));
-  if (!status.ok()) {
-    std::fprintf(stderr, "ringserve-router: %s\n", std::string(status.message()).c_str());
-    return 1;
-  }
-  return 0;
+  return ringserve::rpc::ServerMain("ringserve-router", ringserve::router::Main, argc, argv);
 }

@@ -3,6 +3,8 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <signal.h>
 
+#include <cstdio>
+
 #include "absl/strings/str_cat.h"
 #include "common/base/status_macros.h"
 
@@ -65,6 +67,17 @@ int WaitForTerminationSignal() {
   int sig = 0;
   sigwait(&set, &sig);
   return sig;
+}
+
+int ServerMain(const char* name, absl::Status (*body)(const std::vector<std::string>&), int argc,
+               char** argv) {
+  BlockTerminationSignals();
+  const absl::Status status = body(std::vector<std::string>(argv + 1, argv + argc));
+  if (!status.ok()) {
+    std::fprintf(stderr, "%s: %s\n", name, std::string(status.message()).c_str());
+    return 1;
+  }
+  return 0;
 }
 
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& target,

@@ -43,6 +43,11 @@ void BlockTerminationSignals();
 // Waits for SIGTERM or SIGINT; returns the signal number.
 int WaitForTerminationSignal();
 
+// The main() of a server binary: blocks the termination signals, runs `body` with the
+// arguments after the program name, and prints a failure as "NAME: message" (exit code 1).
+int ServerMain(const char* name, absl::Status (*body)(const std::vector<std::string>&), int argc,
+               char** argv);
+
 // A channel to `target` ("host:port" or "dns:///name:port") with `tls`.
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& target,
                                                            const TlsFiles& tls);
