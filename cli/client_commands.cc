@@ -123,11 +123,16 @@ absl::Status GenerateRemote(const std::vector<std::string>& args) {
   GenerateResponse resp;
   std::vector<uint32_t> ids;
   std::optional<ringserve::v1::Finished> end;
+  uint32_t progress_total = 0;
   while (reader->Read(&resp)) {
     if (resp.has_progress()) {
-      if (!quiet) ProgressBar(resp.progress().tokens_done(), resp.progress().tokens_total());
+      progress_total = resp.progress().tokens_total();
+      if (!quiet) ProgressBar(resp.progress().tokens_done(), progress_total);
     } else if (resp.has_delta()) {
-      if (!quiet && ids.empty()) ProgressBar(1, 1);
+      // The prefill is over once the first token arrives: complete the bar.
+      if (!quiet && ids.empty() && progress_total > 0) {
+        ProgressBar(progress_total, progress_total);
+      }
       ids.insert(ids.end(), resp.delta().token_ids().begin(), resp.delta().token_ids().end());
       std::fwrite(resp.delta().text().data(), 1, resp.delta().text().size(), stdout);
       std::fflush(stdout);
@@ -143,6 +148,7 @@ absl::Status GenerateRemote(const std::vector<std::string>& args) {
   pthread_kill(canceller.native_handle(), SIGUSR1);
   canceller.join();
   std::printf("\n");
+  std::fflush(stdout);
   if (flags.GetBool("ids")) std::printf("{\"ids\": [%s]}\n", absl::StrJoin(ids, ", ").c_str());
   if (!status.ok()) return rpc::FromGrpc(status);
   if (end.has_value() && !quiet) {
