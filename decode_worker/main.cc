@@ -7,18 +7,16 @@
 #include "common/base/clock.h"
 #include "common/base/flags.h"
 #include "common/base/logging.h"
-#include "common/base/random.h"
 #include "common/base/status_macros.h"
 #include "common/base/subprocess.h"
 #include "common/model/model.h"
 #include "common/rpc/metrics.h"
 #include "common/rpc/server.h"
-#include "common/state/format.h"
 #include "common/state/link_transport.h"
 #include "common/state/reservations.h"
+#include "common/worker/worker_setup.h"
 #include "decode_worker/scheduler.h"
 #include "decode_worker/service.h"
-#include "kernels/backend.h"
 #ifdef RINGSERVE_HAVE_NCCL
 #include "common/state/device_memory.h"
 #include "common/state/nccl_byte_link.h"
@@ -28,47 +26,25 @@ namespace ringserve::decode {
 
 absl::Status Main(const std::vector<std::string>& args) {
   base::FlagSet flags("ringserve-decode");
-  flags.String("host", "0.0.0.0", "address to listen on");
-  flags.String("port", "50071", "gRPC port (0 picks a free one)");
-  flags.String("metrics-port", "9092", "Prometheus metrics port (0 picks one, -1 disables)");
-  flags.String("model", "", "checkpoint directory");
-  flags.String("device", "cpu", "cpu or cuda");
-  flags.String("threads", "0", "CPU threads (0 = all cores)");
-  flags.String("decay-variant", "sglang", "linear-attention decay formula: sglang or hf");
+  worker::AddWorkerFlags(&flags, "50071", "9092");
   flags.String("max-seqs", "64", "state slots (sequences reserved or running at once)");
   flags.String("kv-tokens", "1048576", "KV token capacity over all reservations");
   flags.String("lease-ms", "60000", "longest lease a reservation may ask for");
   flags.String("transport", "grpc", "state transport accepted besides gRPC: grpc or nccl");
   flags.String("drain-timeout-s", "600", "how long SIGTERM waits for running sequences");
-  flags.String("log-level", "info", "debug, info, warning or error");
-  flags.String("ready-fd", "-1", "write 'GRPC_PORT METRICS_PORT' to this inherited fd when ready");
   rpc::AddTlsFlags(&flags);
   RETURN_IF_ERROR(flags.Parse(args));
-  RETURN_IF_ERROR(base::SetLogLevel(flags.Get("log-level")));
-  base::SetLogComponent("decode");
-  if (flags.Get("model").empty()) return absl::InvalidArgumentError("--model is required");
-  ASSIGN_OR_RETURN(const int64_t port, flags.GetInt("port"));
-  ASSIGN_OR_RETURN(const int64_t metrics_port, flags.GetInt("metrics-port"));
-  ASSIGN_OR_RETURN(const int64_t threads, flags.GetInt("threads"));
   ASSIGN_OR_RETURN(const int64_t max_seqs, flags.GetInt("max-seqs"));
   ASSIGN_OR_RETURN(const int64_t kv_tokens, flags.GetInt("kv-tokens"));
   ASSIGN_OR_RETURN(const int64_t lease_ms, flags.GetInt("lease-ms"));
   ASSIGN_OR_RETURN(const int64_t drain_s, flags.GetInt("drain-timeout-s"));
-  ASSIGN_OR_RETURN(const int64_t ready_fd, flags.GetInt("ready-fd"));
-  ASSIGN_OR_RETURN(const model::DecayVariant variant,
-                   model::ParseDecayVariant(flags.Get("decay-variant")));
   if (max_seqs < 1 || kv_tokens < 1) {
     return absl::InvalidArgumentError("--max-seqs and --kv-tokens must be positive");
   }
-
-  ASSIGN_OR_RETURN(auto backend,
-                   kernels::CreateBackend(flags.Get("device"), static_cast<int>(threads)));
-  ASSIGN_OR_RETURN(auto model,
-                   model::HybridModel::Load(flags.Get("model"), backend.get(), {variant}));
-  // The decay variant changes the linear states, so it is part of what must match.
-  ASSIGN_OR_RETURN(std::string fingerprint, state::ModelFingerprintOfDirectory(flags.Get("model")));
-  absl::StrAppend(&fingerprint, "/", model::DecayVariantName(variant));
-  const uint64_t epoch = base::RandomU64() >> 1;
+  ASSIGN_OR_RETURN(worker::WorkerEngine engine, worker::LoadWorkerEngine(flags, "decode"));
+  model::HybridModel* const model = engine.model.get();
+  const std::string& fingerprint = engine.fingerprint;
+  const uint64_t epoch = engine.epoch;
 
   DecodeService* service_ptr = nullptr;
   state::ReservationTable::Options table_options;
@@ -77,7 +53,7 @@ absl::Status Main(const std::vector<std::string>& args) {
   table_options.limits.max_slots = max_seqs;
   table_options.limits.max_kv_tokens = kv_tokens;
   table_options.limits.max_lease = absl::Milliseconds(lease_ms);
-  table_options.factory = [m = model.get()](int64_t capacity) { return m->NewState(capacity); };
+  table_options.factory = [m = model](int64_t capacity) { return m->NewState(capacity); };
   table_options.epoch = epoch;
   std::unique_ptr<state::StateMemory> device_memory;
   if (flags.Get("device") == "cuda") {
@@ -105,13 +81,12 @@ absl::Status Main(const std::vector<std::string>& args) {
     return absl::InvalidArgumentError(
         absl::StrCat("--transport '", flags.Get("transport"), "' is not one of grpc, nccl"));
   }
-  Scheduler scheduler(model.get(), static_cast<int>(max_seqs));
+  Scheduler scheduler(model, static_cast<int>(max_seqs));
   DecodeService service(table.get(), links.get(), &scheduler, &model->config());
   service_ptr = &service;
   scheduler.Start();
 
-  ASSIGN_OR_RETURN(auto metrics, rpc::Metrics::Start(flags.Get("host"),
-                                                     static_cast<int>(metrics_port), "decode"));
+  ASSIGN_OR_RETURN(auto metrics, rpc::Metrics::Start(engine.host, engine.metrics_port, "decode"));
   auto& m_running = metrics->Gauge("ringserve_decode_running_sequences", "Sequences in the batch");
   auto& m_slots_used = metrics->Gauge("ringserve_decode_state_slots_used", "State slots in use");
   auto& m_slots_free = metrics->Gauge("ringserve_decode_state_slots_free", "State slots free");
@@ -127,14 +102,14 @@ absl::Status Main(const std::vector<std::string>& args) {
                                     "Tokens generated by decode steps");
   auto& m_steps = metrics->Counter("ringserve_decode_steps_total", "Decode steps run");
 
-  ASSIGN_OR_RETURN(auto server, rpc::GrpcServer::Start(flags.Get("host"), static_cast<int>(port),
-                                                       rpc::TlsFromFlags(flags),
-                                                       /*require_client_cert=*/true, {&service}));
+  ASSIGN_OR_RETURN(auto server,
+                   rpc::GrpcServer::Start(engine.host, engine.port, rpc::TlsFromFlags(flags),
+                                          /*require_client_cert=*/true, {&service}));
   service.set_ready(true);
   server->SetReady(true);
   RS_LOG(kInfo) << "event=listening port=" << server->port() << " metrics_port=" << metrics->port()
                 << " epoch=" << epoch << " fingerprint=" << fingerprint;
-  base::NotifyReady(static_cast<int>(ready_fd), absl::StrCat(server->port(), " ", metrics->port()));
+  base::NotifyReady(engine.ready_fd, absl::StrCat(server->port(), " ", metrics->port()));
 
   // Housekeeping: lease expiry and gauges, until a termination signal.
   std::atomic<bool> stop{false};

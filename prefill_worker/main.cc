@@ -6,16 +6,14 @@
 #include "absl/strings/str_cat.h"
 #include "common/base/flags.h"
 #include "common/base/logging.h"
-#include "common/base/random.h"
 #include "common/base/status_macros.h"
 #include "common/base/subprocess.h"
 #include "common/model/model.h"
 #include "common/rpc/metrics.h"
 #include "common/rpc/server.h"
-#include "common/state/format.h"
 #include "common/state/grpc_stream.h"
 #include "common/state/link_transport.h"
-#include "kernels/backend.h"
+#include "common/worker/worker_setup.h"
 #include "prefill_worker/scheduler.h"
 #include "prefill_worker/service.h"
 #ifdef RINGSERVE_HAVE_NCCL
@@ -27,51 +25,29 @@ namespace ringserve::prefill {
 
 absl::Status Main(const std::vector<std::string>& args) {
   base::FlagSet flags("ringserve-prefill");
-  flags.String("host", "0.0.0.0", "address to listen on");
-  flags.String("port", "50061", "gRPC port (0 picks a free one)");
-  flags.String("metrics-port", "9091", "Prometheus metrics port (0 picks one, -1 disables)");
-  flags.String("model", "", "checkpoint directory");
-  flags.String("device", "cpu", "cpu or cuda");
-  flags.String("threads", "0", "CPU threads (0 = all cores)");
-  flags.String("decay-variant", "sglang", "linear-attention decay formula: sglang or hf");
+  worker::AddWorkerFlags(&flags, "50061", "9091");
   flags.String("chunk-tokens", "2048", "prefill chunk length");
   flags.String("max-queued-tokens", "1048576", "queued prompt tokens before RESOURCE_EXHAUSTED");
   flags.String("max-active", "4", "prompts prefilled interleaved, chunk by chunk");
   flags.String("transport", "grpc", "state transport to decode workers: grpc or nccl");
   flags.String("transfer-timeout-s", "120", "deadline of one state transfer");
   flags.String("drain-timeout-s", "600", "how long SIGTERM waits for queued prompts");
-  flags.String("log-level", "info", "debug, info, warning or error");
-  flags.String("ready-fd", "-1", "write 'GRPC_PORT METRICS_PORT' to this inherited fd when ready");
   rpc::AddTlsFlags(&flags);
   RETURN_IF_ERROR(flags.Parse(args));
-  RETURN_IF_ERROR(base::SetLogLevel(flags.Get("log-level")));
-  base::SetLogComponent("prefill");
-  if (flags.Get("model").empty()) return absl::InvalidArgumentError("--model is required");
-  ASSIGN_OR_RETURN(const int64_t port, flags.GetInt("port"));
-  ASSIGN_OR_RETURN(const int64_t metrics_port, flags.GetInt("metrics-port"));
-  ASSIGN_OR_RETURN(const int64_t threads, flags.GetInt("threads"));
   ASSIGN_OR_RETURN(const int64_t chunk, flags.GetInt("chunk-tokens"));
   ASSIGN_OR_RETURN(const int64_t max_queued, flags.GetInt("max-queued-tokens"));
   ASSIGN_OR_RETURN(const int64_t max_active, flags.GetInt("max-active"));
   ASSIGN_OR_RETURN(const int64_t transfer_s, flags.GetInt("transfer-timeout-s"));
   ASSIGN_OR_RETURN(const int64_t drain_s, flags.GetInt("drain-timeout-s"));
-  ASSIGN_OR_RETURN(const int64_t ready_fd, flags.GetInt("ready-fd"));
-  ASSIGN_OR_RETURN(const model::DecayVariant variant,
-                   model::ParseDecayVariant(flags.Get("decay-variant")));
   if (chunk < 1 || max_queued < 1 || max_active < 1) {
     return absl::InvalidArgumentError(
         "--chunk-tokens, --max-queued-tokens and --max-active must be positive");
   }
   const rpc::TlsFiles tls = rpc::TlsFromFlags(flags);
-  ASSIGN_OR_RETURN(auto backend,
-                   kernels::CreateBackend(flags.Get("device"), static_cast<int>(threads)));
-  ASSIGN_OR_RETURN(auto model,
-                   model::HybridModel::Load(flags.Get("model"), backend.get(), {variant}));
-  // The decay variant changes the linear states, so it is part of what must match.
-  ASSIGN_OR_RETURN(std::string fingerprint, state::ModelFingerprintOfDirectory(flags.Get("model")));
-  absl::StrAppend(&fingerprint, "/", model::DecayVariantName(variant));
-  const uint64_t epoch = base::RandomU64() >> 1;
-
+  ASSIGN_OR_RETURN(worker::WorkerEngine engine, worker::LoadWorkerEngine(flags, "prefill"));
+  model::HybridModel* const model = engine.model.get();
+  const std::string& fingerprint = engine.fingerprint;
+  const uint64_t epoch = engine.epoch;
   // States live in device memory on CUDA; the transports reach them through this.
   std::unique_ptr<state::StateMemory> device_memory;
   if (flags.Get("device") == "cuda") {
@@ -90,7 +66,7 @@ absl::Status Main(const std::vector<std::string>& args) {
 #ifdef RINGSERVE_HAVE_NCCL
     link_factory = std::make_unique<state::NcclByteLinkFactory>(/*device=*/0);
     state::LinkStateSender::Options link_options;
-    link_options.sender_id = absl::StrCat(flags.Get("host"), ":", port, "/", epoch);
+    link_options.sender_id = absl::StrCat(engine.host, ":", engine.port, "/", epoch);
     link_options.epoch = epoch;
     sender = std::make_unique<state::LinkStateSender>(model->config(), link_factory.get(),
                                                       &channels, link_options);
@@ -103,8 +79,7 @@ absl::Status Main(const std::vector<std::string>& args) {
         absl::StrCat("--transport '", transport, "' is not one of grpc, nccl"));
   }
 
-  ASSIGN_OR_RETURN(auto metrics, rpc::Metrics::Start(flags.Get("host"),
-                                                     static_cast<int>(metrics_port), "prefill"));
+  ASSIGN_OR_RETURN(auto metrics, rpc::Metrics::Start(engine.host, engine.metrics_port, "prefill"));
   auto& m_bytes =
       metrics->Counter("ringserve_transfer_bytes_total", "State bytes sent to decode workers",
                        {{"transport", transport}});
@@ -145,7 +120,7 @@ absl::Status Main(const std::vector<std::string>& args) {
   options.chunk_tokens = chunk;
   options.max_queued_tokens = static_cast<uint64_t>(max_queued);
   options.max_active = static_cast<int>(max_active);
-  PrefillScheduler scheduler(model.get(), options, send);
+  PrefillScheduler scheduler(model, options, send);
   PrefillService service(&scheduler, &model->config(), epoch, fingerprint,
                          static_cast<uint64_t>(max_queued));
   scheduler.Start();
@@ -155,14 +130,13 @@ absl::Status Main(const std::vector<std::string>& args) {
       metrics->Gauge("ringserve_prefill_jobs", "Prefill jobs queued, running or sending");
   auto& m_tokens = metrics->Counter("ringserve_prefill_tokens_total", "Prompt tokens prefilled");
 
-  ASSIGN_OR_RETURN(auto server,
-                   rpc::GrpcServer::Start(flags.Get("host"), static_cast<int>(port), tls,
-                                          /*require_client_cert=*/true, {&service}));
+  ASSIGN_OR_RETURN(auto server, rpc::GrpcServer::Start(engine.host, engine.port, tls,
+                                                       /*require_client_cert=*/true, {&service}));
   service.set_ready(true);
   server->SetReady(true);
   RS_LOG(kInfo) << "event=listening port=" << server->port() << " metrics_port=" << metrics->port()
                 << " epoch=" << epoch << " transport=" << transport;
-  base::NotifyReady(static_cast<int>(ready_fd), absl::StrCat(server->port(), " ", metrics->port()));
+  base::NotifyReady(engine.ready_fd, absl::StrCat(server->port(), " ", metrics->port()));
 
   std::atomic<bool> stop{false};
   std::thread gauges([&] {
