@@ -111,28 +111,30 @@ absl::Status Main(const std::vector<std::string>& args) {
                 << " epoch=" << epoch << " fingerprint=" << fingerprint;
   base::NotifyReady(engine.ready_fd, absl::StrCat(server->port(), " ", metrics->port()));
 
-  // Housekeeping: lease expiry and gauges, until a termination signal.
+  metrics->SetRefresh([&, tokens_seen = uint64_t{0}, steps_seen = uint64_t{0}]() mutable {
+    const state::ReservationStats s = table->Stats();
+    const SchedulerStats sched = scheduler.stats();
+    m_running.Set(sched.running);
+    m_slots_used.Set(static_cast<double>(s.slots_used));
+    m_slots_free.Set(static_cast<double>(s.slots_total - s.slots_used));
+    m_kv_used.Set(static_cast<double>(s.kv_tokens_used));
+    m_kv_free.Set(static_cast<double>(s.kv_tokens_total - s.kv_tokens_used));
+    m_kv_ratio.Set(static_cast<double>(s.kv_tokens_used) /
+                   static_cast<double>(std::max<int64_t>(1, s.kv_tokens_total)));
+    m_reservations.Set(static_cast<double>(s.reservations));
+    m_transfers.Set(static_cast<double>(s.transfers_in_flight));
+    m_tokens.Increment(static_cast<double>(sched.tokens - tokens_seen));
+    m_steps.Increment(static_cast<double>(sched.steps - steps_seen));
+    tokens_seen = sched.tokens;
+    steps_seen = sched.steps;
+  });
+  // Housekeeping: leases of attached transfers renewed, expired ones released, until a
+  // termination signal.
   std::atomic<bool> stop{false};
   std::thread housekeeping([&] {
-    uint64_t tokens_seen = 0, steps_seen = 0;
     while (!stop.load()) {
       service.RenewAttachedLeases();
       table->ExpireLeases();
-      const state::ReservationStats s = table->Stats();
-      const SchedulerStats sched = scheduler.stats();
-      m_running.Set(sched.running);
-      m_slots_used.Set(static_cast<double>(s.slots_used));
-      m_slots_free.Set(static_cast<double>(s.slots_total - s.slots_used));
-      m_kv_used.Set(static_cast<double>(s.kv_tokens_used));
-      m_kv_free.Set(static_cast<double>(s.kv_tokens_total - s.kv_tokens_used));
-      m_kv_ratio.Set(static_cast<double>(s.kv_tokens_used) /
-                     static_cast<double>(std::max<int64_t>(1, s.kv_tokens_total)));
-      m_reservations.Set(static_cast<double>(s.reservations));
-      m_transfers.Set(static_cast<double>(s.transfers_in_flight));
-      m_tokens.Increment(static_cast<double>(sched.tokens - tokens_seen));
-      m_steps.Increment(static_cast<double>(sched.steps - steps_seen));
-      tokens_seen = sched.tokens;
-      steps_seen = sched.steps;
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
   });
@@ -148,6 +150,7 @@ absl::Status Main(const std::vector<std::string>& args) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   server->Shutdown(absl::Seconds(5));
+  metrics->SetRefresh(nullptr);
   scheduler.Stop();
   stop = true;
   housekeeping.join();

@@ -138,17 +138,12 @@ absl::Status Main(const std::vector<std::string>& args) {
                 << " epoch=" << epoch << " transport=" << transport;
   base::NotifyReady(engine.ready_fd, absl::StrCat(server->port(), " ", metrics->port()));
 
-  std::atomic<bool> stop{false};
-  std::thread gauges([&] {
-    uint64_t seen = 0;
-    while (!stop.load()) {
-      const PrefillStats s = scheduler.stats();
-      m_queued.Set(static_cast<double>(s.queued_tokens));
-      m_jobs.Set(s.jobs);
-      m_tokens.Increment(static_cast<double>(s.prefilled_tokens - seen));
-      seen = s.prefilled_tokens;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
+  metrics->SetRefresh([&, seen = uint64_t{0}]() mutable {
+    const PrefillStats s = scheduler.stats();
+    m_queued.Set(static_cast<double>(s.queued_tokens));
+    m_jobs.Set(s.jobs);
+    m_tokens.Increment(static_cast<double>(s.prefilled_tokens - seen));
+    seen = s.prefilled_tokens;
   });
   const int sig = rpc::WaitForTerminationSignal();
   RS_LOG(kInfo) << "event=draining signal=" << sig;
@@ -159,9 +154,8 @@ absl::Status Main(const std::vector<std::string>& args) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   server->Shutdown(absl::Seconds(5));
+  metrics->SetRefresh(nullptr);
   scheduler.Stop();
-  stop = true;
-  gauges.join();
   return absl::OkStatus();
 }
 

@@ -1,9 +1,7 @@
 // ringserve-router: the public gRPC API; assigns each request to a prefill and a decode worker.
-#include <atomic>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
-#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "common/base/flags.h"
@@ -122,25 +120,20 @@ absl::Status Main(const std::vector<std::string>& args) {
   RS_LOG(kInfo) << "event=listening port=" << server->port() << " metrics_port=" << metrics->port();
   ASSIGN_OR_RETURN(const int64_t ready_fd, flags.GetInt("ready-fd"));
   base::NotifyReady(static_cast<int>(ready_fd), absl::StrCat(server->port(), " ", metrics->port()));
-  std::atomic<bool> stop{false};
-  std::thread gauges([&] {
-    while (!stop.load()) {
-      m_inflight.Set(service.inflight());
-      for (auto [pool, gauge] : {std::pair{prefill.get(), &m_healthy_prefill},
-                                 std::pair{decode.get(), &m_healthy_decode}}) {
-        int healthy = 0;
-        for (const WorkerView& w : pool->Snapshot()) healthy += w.healthy ? 1 : 0;
-        gauge->Set(healthy);
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  metrics->SetRefresh([&] {
+    m_inflight.Set(service.inflight());
+    for (auto [pool, gauge] : {std::pair{prefill.get(), &m_healthy_prefill},
+                               std::pair{decode.get(), &m_healthy_decode}}) {
+      int healthy = 0;
+      for (const WorkerView& w : pool->Snapshot()) healthy += w.healthy ? 1 : 0;
+      gauge->Set(healthy);
     }
   });
   const int sig = rpc::WaitForTerminationSignal();
   RS_LOG(kInfo) << "event=draining signal=" << sig << " inflight=" << service.inflight();
   server->SetReady(false);
   server->Shutdown(absl::Seconds(30));
-  stop = true;
-  gauges.join();
+  metrics->SetRefresh(nullptr);
   return absl::OkStatus();
 }
 

@@ -71,6 +71,10 @@ void Metrics::Serve() {
       head.append(buf, static_cast<size_t>(n));
     }
     const bool metrics = head.rfind("GET /metrics", 0) == 0;
+    if (metrics) {
+      absl::MutexLock lock(&refresh_mu_);
+      if (refresh_) refresh_();
+    }
     const std::string body =
         metrics ? prometheus::TextSerializer().Serialize(registry_->Collect()) : "not found\n";
     const std::string response =
@@ -85,6 +89,11 @@ void Metrics::Serve() {
     }
     ::close(conn);
   }
+}
+
+void Metrics::SetRefresh(std::function<void()> refresh) {
+  absl::MutexLock lock(&refresh_mu_);
+  refresh_ = std::move(refresh);
 }
 
 prometheus::Counter& Metrics::Counter(const std::string& name, const std::string& help,

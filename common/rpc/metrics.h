@@ -6,18 +6,22 @@
 #include <prometheus/registry.h>
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 
 namespace ringserve::rpc {
 
 // The process's Prometheus registry, served as text at http://HOST:PORT/metrics by a small
 // HTTP/1.0 server of its own (one thread, one connection at a time; scrapes are rare and
 // small). Every process exports ringserve_build_info. Metric objects returned by the helpers
-// live as long as this. Thread-safe.
+// live as long as this. Gauges that mirror a component's state are set by a refresh function
+// that runs just before each scrape, so a scrape always reads current values. Thread-safe.
 class Metrics {
  public:
   // port 0 picks a free one; port < 0 registers metrics without serving them.
@@ -32,6 +36,11 @@ class Metrics {
                                const prometheus::Labels& labels = {});
   prometheus::Gauge& Gauge(const std::string& name, const std::string& help,
                            const prometheus::Labels& labels = {});
+  // `refresh` runs on the serving thread before every scrape; it may set gauges and increment
+  // counters (it is never called concurrently with itself). Pass nullptr before anything it
+  // reads is destroyed.
+  void SetRefresh(std::function<void()> refresh);
+
   // Latency histogram with buckets from 1 ms to 5 min.
   prometheus::Histogram& Seconds(const std::string& name, const std::string& help,
                                  const prometheus::Labels& labels = {});
@@ -48,6 +57,8 @@ class Metrics {
   int port_ = -1;
   std::atomic<bool> stop_{false};
   std::thread thread_;
+  absl::Mutex refresh_mu_;
+  std::function<void()> refresh_ ABSL_GUARDED_BY(refresh_mu_);
 };
 
 }  // namespace ringserve::rpc
