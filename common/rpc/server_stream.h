@@ -57,7 +57,7 @@ class StreamSink {
       std::lock_guard<std::mutex> lock(mu_);
       if (cancelled_) {
         run_now = true;
-      } else {
+      } else if (!detached_) {  // after OnDone there is nothing left to cancel
         on_cancel_ = std::move(fn);
       }
     }
@@ -111,10 +111,19 @@ class StreamSink {
     Pump();
   }
 
+  // The RPC is over (OnDone): nothing can be cancelled any more, so the cancel callback is
+  // dropped here. It often holds the producer, which holds this sink; kept, that cycle would
+  // keep both alive forever (the router leaked every finished request this way).
   void Detach() {
-    std::lock_guard<std::mutex> lock(mu_);
-    reactor_ = nullptr;
-    closed_ = true;
+    std::function<void()> fn;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      reactor_ = nullptr;
+      closed_ = true;
+      detached_ = true;
+      fn = std::move(on_cancel_);
+      on_cancel_ = nullptr;
+    }
   }
 
   mutable std::mutex mu_;
@@ -124,6 +133,7 @@ class StreamSink {
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  bool detached_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<grpc::Status> finish_status_ ABSL_GUARDED_BY(mu_);
   std::function<void()> on_cancel_ ABSL_GUARDED_BY(mu_);
   ServerStreamReactor<T>* reactor_ ABSL_GUARDED_BY(mu_) = nullptr;
