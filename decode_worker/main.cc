@@ -46,6 +46,7 @@ absl::Status Main(const std::vector<std::string>& args) {
   const std::string& fingerprint = engine.fingerprint;
   const uint64_t epoch = engine.epoch;
 
+  Scheduler scheduler(model, static_cast<int>(max_seqs));
   DecodeService* service_ptr = nullptr;
   state::ReservationTable::Options table_options;
   table_options.config = model->config();
@@ -53,7 +54,10 @@ absl::Status Main(const std::vector<std::string>& args) {
   table_options.limits.max_slots = max_seqs;
   table_options.limits.max_kv_tokens = kv_tokens;
   table_options.limits.max_lease = absl::Milliseconds(lease_ms);
-  table_options.factory = [m = model](int64_t capacity) { return m->NewState(capacity); };
+  // Reservations allocate their state on the gRPC thread, between decode steps.
+  table_options.factory = [&scheduler, model](int64_t capacity) {
+    return scheduler.WithBackend([&] { return model->NewState(capacity); });
+  };
   table_options.epoch = epoch;
   std::unique_ptr<state::StateMemory> device_memory;
   if (flags.Get("device") == "cuda") {
@@ -81,7 +85,6 @@ absl::Status Main(const std::vector<std::string>& args) {
     return absl::InvalidArgumentError(
         absl::StrCat("--transport '", flags.Get("transport"), "' is not one of grpc, nccl"));
   }
-  Scheduler scheduler(model, static_cast<int>(max_seqs));
   DecodeService service(table.get(), links.get(), &scheduler, &model->config());
   service_ptr = &service;
   scheduler.Start();

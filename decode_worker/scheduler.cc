@@ -135,8 +135,8 @@ void Scheduler::Step(std::vector<Running>& running) {
     params.push_back(p);
   }
   std::vector<int32_t> sampled(running.size());
-  const absl::Status status =
-      model_->DecodeStep(states, tokens, params.data(), sampled.data(), nullptr);
+  const absl::Status status = WithBackend(
+      [&] { return model_->DecodeStep(states, tokens, params.data(), sampled.data(), nullptr); });
   {
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.steps;

@@ -58,6 +58,15 @@ class Scheduler {
   void Cancel(const std::string& request_id);
   SchedulerStats stats() const;
 
+  // Runs fn() while no decode step runs and returns its result. The backend is not
+  // thread-safe: other threads that use it (allocating the state of a reservation) go through
+  // here.
+  template <typename Fn>
+  auto WithBackend(Fn fn) {
+    std::lock_guard<std::mutex> lock(backend_mu_);
+    return fn();
+  }
+
  private:
   struct Running {
     ReadySequence seq;
@@ -73,6 +82,7 @@ class Scheduler {
 
   model::HybridModel* const model_;
   const int max_batch_;
+  std::mutex backend_mu_;  // held by each decode step and by WithBackend
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<ReadySequence> pending_ ABSL_GUARDED_BY(mu_);
