@@ -17,6 +17,7 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "common/base/flags.h"
+#include "common/base/mapped_file.h"
 #include "common/base/status_macros.h"
 #include "common/rpc/server.h"
 #include "common/rpc/status.h"
@@ -91,6 +92,9 @@ absl::Status Bench(const std::vector<std::string>& args) {
   flags.String("seed", "1", "prompt seed");
   flags.String("model", "", "also time the engine on this checkpoint for the ratios");
   flags.String("threads", "0", "engine threads for --model");
+  flags.String("samples-out", "",
+               "also write every measured request's TTFT, inter-token latencies, TPOT and "
+               "end-to-end time (ms) to this JSON file");
   flags.Bool("json", false, "print one JSON object");
   RETURN_IF_ERROR(flags.Parse(args));
   ASSIGN_OR_RETURN(const int64_t requests, flags.GetInt("requests"));
@@ -167,7 +171,7 @@ absl::Status Bench(const std::vector<std::string>& args) {
     const bool itl_ok = slo_itl <= 0 || Percentile(s.itl, 99) * 1e3 <= slo_itl;
     good += ttft_ok && itl_ok;
   }
-  nlohmann::ordered_json out;
+  nlohmann::ordered_json out, samples_json;
   out["requests"] = requests;
   out["succeeded"] = ok;
   out["wall_seconds"] = wall;
@@ -182,6 +186,12 @@ absl::Status Bench(const std::vector<std::string>& args) {
     out[name] = {{"p50", Percentile(*v, 50) * 1e3},
                  {"p90", Percentile(*v, 90) * 1e3},
                  {"p99", Percentile(*v, 99) * 1e3}};
+    std::vector<double> ms(*v);
+    for (double& x : ms) x *= 1e3;
+    samples_json[name] = ms;
+  }
+  if (!flags.Get("samples-out").empty()) {
+    RETURN_IF_ERROR(base::WriteStringToFile(flags.Get("samples-out"), samples_json.dump()));
   }
   if (!flags.Get("model").empty()) {
     // The engine alone, in this process: one prefill of the median prompt length and decode

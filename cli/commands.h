@@ -14,5 +14,6 @@ int RunStatus(const std::vector<std::string>& args);
 int RunCluster(const std::vector<std::string>& args);
 int RunBenchEngine(const std::vector<std::string>& args);
 int RunBench(const std::vector<std::string>& args);
+int RunBenchAttention(const std::vector<std::string>& args);
 
 }  // namespace ringserve::cli

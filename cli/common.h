@@ -11,12 +11,24 @@
 #include "common/model/config.h"
 #include "common/model/model.h"
 #include "kernels/backend.h"
+#include "nlohmann/json.hpp"
 
 // Pieces shared by the ringctl commands.
 namespace ringserve::cli {
 
 // Prints a failed status to stderr; returns the exit code (0, 1 or 2 for bad usage).
 int Report(const absl::Status& status);
+
+// Minimum, median and maximum of repeated measurements (of a time or of a ratio).
+struct Spread {
+  double min = 0;
+  double median = 0;
+  double max = 0;
+};
+// The spread of `values` (all zero when empty).
+Spread SpreadOf(std::vector<double> values);
+// {"min": .., "median": .., "max": ..}.
+nlohmann::ordered_json SpreadJson(const Spread& s);
 
 // --model, --device, --threads, --decay-variant, --chunk-tokens.
 void AddEngineFlags(base::FlagSet* flags);

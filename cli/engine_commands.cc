@@ -20,7 +20,7 @@ namespace {
 
 absl::Status MakeModel(const std::vector<std::string>& args) {
   base::FlagSet flags("ringctl make-model");
-  flags.String("preset", "tiny", "tiny or small");
+  flags.String("preset", "tiny", "tiny, small, tiny-softmax or small-softmax");
   flags.String("out", "", "output directory");
   flags.String("seed", "0", "random seed of the weights");
   flags.String("shards", "1", "number of safetensors shards");

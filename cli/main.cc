@@ -20,7 +20,8 @@ struct Command {
 const std::map<std::string, Command>& Commands() {
   using namespace ringserve::cli;
   static const auto* commands = new std::map<std::string, Command>{
-      {"make-model", {RunMakeModel, "write a default checkpoint (--preset tiny|small --out DIR)"}},
+      {"make-model",
+       {RunMakeModel, "write a default checkpoint (--preset tiny|small[-softmax] --out DIR)"}},
       {"logits", {RunLogits, "print the logits of every position (--model DIR --tokens 1,2,3)"}},
       {"generate", {RunGenerate, "generate offline (--offline) or through a router (--router)"}},
       {"tokenize", {RunTokenize, "print the ids of a text (--model DIR --text T | --file F)"}},
@@ -34,6 +35,8 @@ const std::map<std::string, Command>& Commands() {
       {"status", {RunStatus, "print the router's worker pools (--router ADDR [--watch])"}},
       {"bench", {RunBench, "serving benchmark against a router (TTFT, ITL, throughput)"}},
       {"bench-engine", {RunBenchEngine, "engine prefill/decode speed vs machine limits"}},
+      {"bench-attention",
+       {RunBenchAttention, "chunked vs recurrent linear attention vs softmax over lengths"}},
       {"cluster", {RunCluster, "cluster up: router + N prefill + M decode on loopback"}},
   };
   return *commands;

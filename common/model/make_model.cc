@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <string_view>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -57,6 +58,13 @@ base::TensorData RandomTensor(const ExpectedTensor& e, uint64_t seed, uint64_t t
 }  // namespace
 
 absl::StatusOr<ModelConfig> PresetConfig(const std::string& preset) {
+  constexpr std::string_view kSoftmaxSuffix = "-softmax";
+  if (preset.size() > kSoftmaxSuffix.size() && preset.ends_with(kSoftmaxSuffix)) {
+    ASSIGN_OR_RETURN(ModelConfig c,
+                     PresetConfig(preset.substr(0, preset.size() - kSoftmaxSuffix.size())));
+    c.layer_group_size = 1;  // every layer softmax attention
+    return c;
+  }
   ModelConfig c;
   c.num_hidden_layers = 8;
   c.layer_group_size = 4;
@@ -97,7 +105,7 @@ absl::StatusOr<ModelConfig> PresetConfig(const std::string& preset) {
     c.vocab_size = 32768;
   } else {
     return absl::InvalidArgumentError(
-        absl::StrCat("preset '", preset, "' is not one of tiny, small"));
+        absl::StrCat("preset '", preset, "' is not one of tiny, small (or either with -softmax)"));
   }
   c.moe_shared_expert_intermediate_size = c.moe_intermediate_size;
   // The tokenizer that make-model writes puts <|endoftext|> and <|role_end|> among its specials

@@ -9,7 +9,9 @@
 namespace ringserve::model {
 
 // The config of a named preset: "tiny" (tests: hidden 128, 8 layers LLLF LLLF, 16 experts top-4
-// in 4 groups) or "small" (benchmarks: about 330 MB of active BF16 weights per token).
+// in 4 groups) or "small" (benchmarks: about 330 MB of active BF16 weights per token);
+// "tiny-softmax" and "small-softmax" are the same shapes with every layer softmax attention, the
+// all-softmax baselines the hybrid is measured against.
 absl::StatusOr<ModelConfig> PresetConfig(const std::string& preset);
 
 struct CheckpointOptions {

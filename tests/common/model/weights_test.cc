@@ -92,6 +92,22 @@ TEST(ConfigTest, RejectsOtherModelTypesAndBadShapes) {
             std::string::npos);
 }
 
+TEST(ConfigTest, SoftmaxPresetsKeepTheShapeWithEveryLayerSoftmax) {
+  for (const std::string base : {"tiny", "small"}) {
+    auto hybrid = PresetConfig(base);
+    auto softmax = PresetConfig(base + "-softmax");
+    ASSERT_TRUE(hybrid.ok() && softmax.ok()) << base;
+    EXPECT_EQ(softmax->num_softmax_layers(), softmax->num_hidden_layers);
+    EXPECT_EQ(softmax->num_linear_layers(), 0);
+    EXPECT_GT(hybrid->num_linear_layers(), 0);
+    EXPECT_EQ(softmax->hidden_size, hybrid->hidden_size);
+    EXPECT_EQ(softmax->num_hidden_layers, hybrid->num_hidden_layers);
+    EXPECT_EQ(softmax->num_experts, hybrid->num_experts);
+  }
+  EXPECT_FALSE(PresetConfig("-softmax").ok());
+  EXPECT_FALSE(PresetConfig("huge-softmax").ok());
+}
+
 TEST(ConfigTest, LayerLayoutAndDecayFollowTheSpec) {
   ModelConfig c;
   c.num_hidden_layers = 20;
