@@ -11,7 +11,7 @@ $SUDO apt-get install -y -qq --no-install-recommends \
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev \
   libgtest-dev libgmock-dev libbenchmark-dev \
   libopenblas-dev libxxhash-dev libonig-dev libicu-dev nlohmann-json3-dev prometheus-cpp-dev \
-  openssl gnuplot-nox unzip
+  openssl gnuplot-nox unzip clang libclang-rt-14-dev python3
 # Node.js for the JavaScript cross-checks; machines that ship their own node keep it.
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   $SUDO apt-get install -y -qq --no-install-recommends nodejs npm

@@ -135,6 +135,33 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
   return st;
 }
 
+absl::StatusOr<SafetensorsIndex> ParseSafetensorsIndex(std::string_view text,
+                                                       std::string_view origin) {
+  nlohmann::json json = nlohmann::json::parse(text, nullptr, false);
+  if (json.is_discarded() || !json.is_object() || !json.contains("weight_map") ||
+      !json["weight_map"].is_object()) {
+    return absl::DataLossError(
+        absl::StrCat(std::string(origin), ": not a JSON object with a weight_map object"));
+  }
+  SafetensorsIndex index;
+  std::set<std::string> unique;
+  for (auto it = json["weight_map"].begin(); it != json["weight_map"].end(); ++it) {
+    if (!it.value().is_string()) {
+      return absl::DataLossError(absl::StrCat(std::string(origin), ": weight_map entry '",
+                                              it.key(), "' is not a file name"));
+    }
+    const std::string shard = it.value().get<std::string>();
+    if (shard.empty() || shard == "." || shard.find('/') != std::string::npos ||
+        shard.find('\0') != std::string::npos || shard.find("..") != std::string::npos) {
+      return absl::DataLossError(absl::StrCat(std::string(origin), ": shard name '", shard,
+                                              "' must be a plain file name"));
+    }
+    index.weight_map[it.key()] = shard;
+    if (unique.insert(shard).second) index.shards.push_back(shard);
+  }
+  return index;
+}
+
 absl::StatusOr<std::unique_ptr<TensorStore>> TensorStore::Open(const std::string& dir) {
   namespace fs = std::filesystem;
   auto store = std::make_unique<TensorStore>();
@@ -144,26 +171,9 @@ absl::StatusOr<std::unique_ptr<TensorStore>> TensorStore::Open(const std::string
   std::map<std::string, std::string> weight_map;
   if (fs::exists(index_path)) {
     ASSIGN_OR_RETURN(std::string text, ReadFileToString(index_path));
-    nlohmann::json json = nlohmann::json::parse(text, nullptr, false);
-    if (json.is_discarded() || !json.is_object() || !json.contains("weight_map") ||
-        !json["weight_map"].is_object()) {
-      return absl::DataLossError(
-          absl::StrCat(index_path, ": not a JSON object with a weight_map object"));
-    }
-    std::set<std::string> unique;
-    for (auto it = json["weight_map"].begin(); it != json["weight_map"].end(); ++it) {
-      if (!it.value().is_string()) {
-        return absl::DataLossError(
-            absl::StrCat(index_path, ": weight_map entry '", it.key(), "' is not a file name"));
-      }
-      const std::string shard = it.value().get<std::string>();
-      if (shard.find('/') != std::string::npos || shard.find("..") != std::string::npos) {
-        return absl::DataLossError(
-            absl::StrCat(index_path, ": shard name '", shard, "' must be a plain file name"));
-      }
-      weight_map[it.key()] = shard;
-      if (unique.insert(shard).second) shards.push_back(shard);
-    }
+    ASSIGN_OR_RETURN(SafetensorsIndex index, ParseSafetensorsIndex(text, index_path));
+    weight_map = std::move(index.weight_map);
+    shards = std::move(index.shards);
   } else if (fs::exists(single)) {
     shards.push_back("model.safetensors");
   } else {

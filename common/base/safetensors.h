@@ -51,6 +51,17 @@ class SafetensorsFile {
 absl::StatusOr<std::map<std::string, TensorView>> ParseSafetensors(const uint8_t* data, size_t size,
                                                                    std::string_view origin);
 
+// model.safetensors.index.json: the shard of every tensor, and the shards in order of first
+// appearance. Every shard name is a plain file name (not empty or ".", no '/', NUL or "..").
+struct SafetensorsIndex {
+  std::map<std::string, std::string> weight_map;  // tensor name -> shard file name
+  std::vector<std::string> shards;
+};
+// Parses the text of an index file (exposed for the fuzzer and tests); `origin` names it in
+// errors.
+absl::StatusOr<SafetensorsIndex> ParseSafetensorsIndex(std::string_view text,
+                                                       std::string_view origin);
+
 // The tensors of a HuggingFace checkpoint directory: `model.safetensors`, or the shards named by
 // `model.safetensors.index.json`. Immutable after Open; thread-safe.
 class TensorStore {

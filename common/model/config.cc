@@ -31,6 +31,9 @@ absl::Status ReadDouble(const Json& j, const char* key, double* out) {
     return absl::InvalidArgumentError(absl::StrCat("config.json '", key, "' is not a number"));
   }
   *out = j[key].get<double>();
+  if (!std::isfinite(*out)) {
+    return absl::InvalidArgumentError(absl::StrCat("config.json '", key, "' is not finite"));
+  }
   return absl::OkStatus();
 }
 
@@ -63,6 +66,14 @@ absl::Status Positive(int64_t v, const char* key) {
   if (v <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("config.json '", key, "' is ", v, "; it must be positive"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status InRange(int64_t v, const char* key, int64_t low, int64_t high) {
+  if (v < low || v > high) {
+    return absl::InvalidArgumentError(absl::StrCat("config.json '", key, "' is ", v,
+                                                   "; it must lie in [", low, ", ", high, "]"));
   }
   return absl::OkStatus();
 }
@@ -161,6 +172,25 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const std::string& text) {
   RETURN_IF_ERROR(Positive(c.topk_group, "topk_group"));
   RETURN_IF_ERROR(Positive(c.max_position_embeddings, "max_position_embeddings"));
   RETURN_IF_ERROR(Positive(c.vocab_size, "vocab_size"));
+  // Limits far above any real checkpoint keep every size derived from the config (projection
+  // rows, state bytes of a full context, per-layer loops) within int64.
+  constexpr int64_t kMaxLayers = 1 << 12, kMaxHeads = 1 << 12, kMaxWidth = 1 << 22;
+  constexpr int64_t kMaxExperts = 1 << 16, kMaxPositions = 1 << 24, kMaxVocab = 1 << 24;
+  RETURN_IF_ERROR(InRange(c.hidden_size, "hidden_size", 1, kMaxWidth));
+  RETURN_IF_ERROR(InRange(c.num_hidden_layers, "num_hidden_layers", 1, kMaxLayers));
+  RETURN_IF_ERROR(InRange(c.num_attention_heads, "num_attention_heads", 1, kMaxHeads));
+  RETURN_IF_ERROR(InRange(c.intermediate_size, "intermediate_size", 0, kMaxWidth));
+  RETURN_IF_ERROR(InRange(c.moe_intermediate_size, "moe_intermediate_size", 0, kMaxWidth));
+  RETURN_IF_ERROR(InRange(c.moe_shared_expert_intermediate_size,
+                          "moe_shared_expert_intermediate_size", 0, kMaxWidth));
+  RETURN_IF_ERROR(InRange(c.num_experts, "num_experts", 1, kMaxExperts));
+  RETURN_IF_ERROR(InRange(c.num_shared_experts, "num_shared_experts", 0, kMaxExperts));
+  RETURN_IF_ERROR(InRange(c.first_k_dense_replace, "first_k_dense_replace", 0, kMaxLayers));
+  RETURN_IF_ERROR(
+      InRange(c.num_nextn_predict_layers, "num_nextn_predict_layers", 0, kMaxLayers));
+  RETURN_IF_ERROR(
+      InRange(c.max_position_embeddings, "max_position_embeddings", 1, kMaxPositions));
+  RETURN_IF_ERROR(InRange(c.vocab_size, "vocab_size", 1, kMaxVocab));
   if (c.head_dim > 512 || c.head_dim % 2 != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("head_dim ", c.head_dim, " must be even and at most 512"));
@@ -187,6 +217,10 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const std::string& text) {
   }
   if (c.use_qkv_bias || c.use_bias) {
     return absl::UnimplementedError("use_qkv_bias / use_bias checkpoints are not supported");
+  }
+  if (!(c.partial_rotary_factor > 0 && c.partial_rotary_factor <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat("partial_rotary_factor ",
+                                                   c.partial_rotary_factor, " is outside (0, 1]"));
   }
   if (c.rotary_dim() <= 0 || c.rotary_dim() % 2 != 0) {
     return absl::InvalidArgumentError(

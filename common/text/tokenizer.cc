@@ -19,6 +19,10 @@
 namespace ringserve::text {
 namespace {
 
+// One past the largest token id a tokenizer.json may use: far above the vocabularies of real
+// checkpoints (Ring: 157,184 ids), and low enough that the id tables stay small.
+constexpr uint64_t kMaxTokenIds = uint64_t{1} << 22;
+
 using Json = nlohmann::json;
 
 // The regex of GPT-2's ByteLevel pre-tokenizer (use_regex=true).
@@ -182,8 +186,8 @@ absl::Status Tokenizer::LoadTokenizerJson(std::string_view json_text) {
         return Invalid(kWhat, absl::StrCat("vocab entry '", it.key(), "' has no valid id"));
       }
       const uint64_t id = it.value().get<uint64_t>();
-      if (id >= (1u << 31)) {
-        return Invalid(kWhat, absl::StrCat("vocab id ", id, " exceeds the limit ", 1u << 31));
+      if (id >= kMaxTokenIds) {
+        return Invalid(kWhat, absl::StrCat("vocab id ", id, " exceeds the limit ", kMaxTokenIds));
       }
       max_id = std::max(max_id, static_cast<uint32_t>(id));
       entries.emplace_back(it.key(), static_cast<uint32_t>(id));
@@ -199,8 +203,9 @@ absl::Status Tokenizer::LoadTokenizerJson(std::string_view json_text) {
       }
       AddedToken token;
       const uint64_t id = entry["id"].get<uint64_t>();
-      if (id >= (1u << 31)) {
-        return Invalid(kWhat, absl::StrCat("added token id ", id, " exceeds the limit ", 1u << 31));
+      if (id >= kMaxTokenIds) {
+        return Invalid(kWhat,
+                       absl::StrCat("added token id ", id, " exceeds the limit ", kMaxTokenIds));
       }
       token.id = static_cast<uint32_t>(id);
       token.content = entry["content"].get<std::string>();
@@ -413,7 +418,12 @@ absl::Status Tokenizer::LoadTokenizerJson(std::string_view json_text) {
           return Invalid(kWhat, absl::StrCat("template token '", name, "' has no ids"));
         }
         for (const Json& id : specials[name]["ids"]) {
-          (seen_sequence ? template_suffix_ : template_prefix_).push_back(id.get<uint32_t>());
+          if (!id.is_number_unsigned() || id.get<uint64_t>() >= kMaxTokenIds) {
+            return Invalid(kWhat, absl::StrCat("template token '", name, "' has id ", id.dump(),
+                                               ", which is not a token id"));
+          }
+          (seen_sequence ? template_suffix_ : template_prefix_)
+              .push_back(static_cast<uint32_t>(id.get<uint64_t>()));
         }
       }
     }
@@ -531,10 +541,12 @@ absl::Status Tokenizer::Finish() {
       template_suffix_.push_back(*eos);
     }
   }
-  for (uint32_t id : template_prefix_) {
-    if (id >= vocab_size()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("post-processor id ", id, " exceeds the vocabulary size ", vocab_size()));
+  for (const std::vector<uint32_t>* ids : {&template_prefix_, &template_suffix_}) {
+    for (uint32_t id : *ids) {
+      if (id >= vocab_size()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("post-processor id ", id, " exceeds the vocabulary size ", vocab_size()));
+      }
     }
   }
 
