@@ -192,10 +192,20 @@ void CpuBackend::LinearAttentionDecode(const LinearDecodeParams& p) {
   });
 }
 
+// Up to this many new query rows, softmax attention reads the cache with direct dot products
+// (cpu::SoftmaxAttentionQuery); more rows amortise GEMM packing (cpu::SoftmaxAttentionBlock).
+constexpr int64_t kDirectQueryRows = 4;
+
 void CpuBackend::SoftmaxAttention(const SoftmaxAttentionParams& p) {
   pool_.ParallelFor(p.kv_heads, 1, [&](int64_t b, int64_t e) {
     for (int64_t g = b; g < e; ++g) cpu::StoreKv(p, g);
   });
+  if (p.tokens <= kDirectQueryRows) {  // decode
+    pool_.ParallelFor(p.kv_heads * p.tokens, 1, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) cpu::SoftmaxAttentionQuery(p, i % p.kv_heads, i / p.kv_heads);
+    });
+    return;
+  }
   constexpr int64_t kQueryBlock = 64;
   const int64_t blocks = (p.tokens + kQueryBlock - 1) / kQueryBlock;
   // Later query blocks see more keys; interleave so each thread gets a fair share.

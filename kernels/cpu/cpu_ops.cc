@@ -141,6 +141,19 @@ float ExpShiftSum(float* x, int64_t n, float shift) {
   return sum;
 }
 
+// sum(a[j] * b[j]) for j < n (lane-parallel, as MaxOf).
+float Dot(const float* a, const float* b, int64_t n) {
+  float lanes[kLanes] = {0};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes) {
+    for (int l = 0; l < kLanes; ++l) lanes[l] += a[j + l] * b[j + l];
+  }
+  float sum = 0.0f;
+  for (; j < n; ++j) sum += a[j] * b[j];
+  for (int l = 0; l < kLanes; ++l) sum += lanes[l];
+  return sum;
+}
+
 }  // namespace
 
 void StoreKv(const SoftmaxAttentionParams& p, int64_t g) {
@@ -211,6 +224,52 @@ void SoftmaxAttentionBlock(const SoftmaxAttentionParams& p, int64_t g, int64_t q
       const float inv = 1.0f / l[r];
       for (int64_t x = 0; x < d; ++x) dst[x] = o[r * d + x] * inv;
     }
+  }
+}
+
+void SoftmaxAttentionQuery(const SoftmaxAttentionParams& p, int64_t g, int64_t t) {
+  constexpr int64_t kKeyBlock = 256;
+  const int64_t d = p.head_dim;
+  const int64_t group = p.heads / p.kv_heads;
+  std::vector<float> q(group * d), o(group * d, 0.0f), s(group * kKeyBlock), row(d);
+  std::vector<float> m(group, -std::numeric_limits<float>::infinity()), l(group, 0.0f);
+  for (int64_t r = 0; r < group; ++r) {
+    const float* src = p.q + t * p.ld + (g * group + r) * d;
+    for (int64_t x = 0; x < d; ++x) q[r * d + x] = src[x] * p.scale;
+  }
+  const int64_t visible = p.past + t + 1;
+  const uint16_t* kc = p.k_cache + g * p.capacity * d;
+  const uint16_t* vc = p.v_cache + g * p.capacity * d;
+  for (int64_t k0 = 0; k0 < visible; k0 += kKeyBlock) {
+    const int64_t kn = std::min(kKeyBlock, visible - k0);
+    for (int64_t j = 0; j < kn; ++j) {
+      const uint16_t* key = kc + (k0 + j) * d;
+      for (int64_t x = 0; x < d; ++x) row[x] = Bf16ToFloat(key[x]);
+      for (int64_t r = 0; r < group; ++r)
+        s[r * kKeyBlock + j] = Dot(q.data() + r * d, row.data(), d);
+    }
+    for (int64_t r = 0; r < group; ++r) {
+      float* srow = s.data() + r * kKeyBlock;
+      const float m_new = std::max(m[r], MaxOf(srow, kn));
+      const float corr = std::exp(m[r] - m_new);
+      l[r] = l[r] * corr + ExpShiftSum(srow, kn, m_new);
+      m[r] = m_new;
+      for (int64_t x = 0; x < d; ++x) o[r * d + x] *= corr;
+    }
+    for (int64_t j = 0; j < kn; ++j) {
+      const uint16_t* value = vc + (k0 + j) * d;
+      for (int64_t x = 0; x < d; ++x) row[x] = Bf16ToFloat(value[x]);
+      for (int64_t r = 0; r < group; ++r) {
+        const float w = s[r * kKeyBlock + j];
+        float* orow = o.data() + r * d;
+        for (int64_t x = 0; x < d; ++x) orow[x] += w * row[x];
+      }
+    }
+  }
+  float* dst = p.out + t * p.heads * d + g * group * d;
+  for (int64_t r = 0; r < group; ++r) {
+    const float inv = 1.0f / l[r];
+    for (int64_t x = 0; x < d; ++x) dst[r * d + x] = o[r * d + x] * inv;
   }
 }
 

@@ -22,6 +22,12 @@ void StoreKv(const SoftmaxAttentionParams& p, int64_t g);
 void SoftmaxAttentionBlock(const SoftmaxAttentionParams& p, int64_t g, int64_t q_begin,
                            int64_t q_end);
 
+// Softmax attention of the single new query row `t` of the query heads that share kv head `g`,
+// by direct dot products over the bf16 cache: each key and value row is read once and widened
+// in registers. For decode, where a handful of query rows makes GEMM packing cost more than
+// the arithmetic. Agrees with SoftmaxAttentionBlock up to float rounding.
+void SoftmaxAttentionQuery(const SoftmaxAttentionParams& p, int64_t g, int64_t t);
+
 // Routing of tokens [begin, end).
 void MoeRouteRows(const MoeRouteParams& p, int64_t begin, int64_t end);
 
