@@ -115,6 +115,8 @@ class StreamSink {
   // dropped here. It often holds the producer, which holds this sink; kept, that cycle would
   // keep both alive forever (the router leaked every finished request this way).
   void Detach() {
+    // Destroyed after the lock is released: its captures may own the last reference to this
+    // sink.
     std::function<void()> fn;
     {
       std::lock_guard<std::mutex> lock(mu_);
