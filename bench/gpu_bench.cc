@@ -1,7 +1,8 @@
 // ringserve-gpu-bench: the CUDA backend against limits measured in the same run.
 //  - limits: device-to-device copy bandwidth (the HBM roofline) and the cuBLAS bf16 GEMM peak;
-//  - decode tokens/s at batch 1 and 64 beside the roofline of the bytes one step must move
-//    (weights, expected distinct experts, linear states, KV cache, logits), from the shapes;
+//  - decode tokens/s at batch 1 and 64, replaying CUDA graphs and eagerly, beside the roofline
+//    of the bytes one step must move (weights, expected distinct experts, linear states, KV
+//    cache, logits), from the shapes;
 //  - prefill TFLOP/s at 4K and 32K tokens (model FLOPs from the shapes) beside the GEMM peak;
 //  - our linear-attention prefill kernel against our softmax attention kernel at 4K/32K/128K.
 // Models: the `small` preset and a random model with Ring-mini-linear-2.0's shapes, reduced to
@@ -193,44 +194,55 @@ class Bench {
     const int64_t vocab = config.vocab_size;
     const int64_t prompt = 128;
     Json decode = Json::array();
+    // Each batch size with CUDA graphs (the default) and eagerly (--enforce-eager).
     for (int64_t batch : {1, 64}) {
-      std::vector<std::unique_ptr<model::SequenceState>> owned;
-      std::vector<model::SequenceState*> states;
-      for (int64_t b = 0; b < batch; ++b) {
-        ASSIGN_OR_RETURN(auto s, m->NewState(prompt + decode_steps + 8));
-        RETURN_IF_ERROR(m->Prefill(Tokens(prompt, vocab, b), s.get(), prompt,
-                                   model::LogitsMode::kNone, nullptr));
-        states.push_back(s.get());
-        owned.push_back(std::move(s));
+      for (bool graphs : {true, false}) {
+        m->set_max_graph_batch(graphs ? batch : 0);
+        std::vector<std::unique_ptr<model::SequenceState>> owned;
+        std::vector<model::SequenceState*> states;
+        for (int64_t b = 0; b < batch; ++b) {
+          ASSIGN_OR_RETURN(auto s, m->NewState(prompt + decode_steps + 8));
+          RETURN_IF_ERROR(m->Prefill(Tokens(prompt, vocab, b), s.get(), prompt,
+                                     model::LogitsMode::kNone, nullptr));
+          states.push_back(s.get());
+          owned.push_back(std::move(s));
+        }
+        std::vector<int32_t> tokens(batch, 1);
+        std::vector<int32_t> sampled(batch);
+        std::vector<kernels::SamplingParams> params(batch,
+                                                    kernels::SamplingParams{.temperature = 0.0f});
+        const int64_t warmup = 3;  // the first step of a batch size also captures its graph
+        double seconds = 0;
+        for (int64_t step = 0; step < warmup + decode_steps; ++step) {
+          t0 = std::chrono::steady_clock::now();
+          RETURN_IF_ERROR(m->DecodeStep(states, tokens, params.data(), sampled.data(), nullptr));
+          if (step >= warmup) seconds += Seconds(t0);
+          tokens = sampled;
+        }
+        if (graphs && m->graphs_captured() != 1) {
+          return absl::InternalError(absl::StrCat("decode batch ", batch, " captured ",
+                                                  m->graphs_captured(), " graphs, expected 1"));
+        }
+        const double tps = static_cast<double>(batch * decode_steps) / seconds;
+        const int64_t context = prompt + warmup + decode_steps / 2;
+        const double bytes = DecodeBytes(config, batch, context);
+        const double roof = static_cast<double>(batch) * copy_bw_ / bytes;
+        decode.push_back({{"batch", batch},
+                          {"cuda_graphs", graphs},
+                          {"context", context},
+                          {"tokens_per_s", tps},
+                          {"step_ms", 1e3 * seconds / decode_steps},
+                          {"bytes_per_step", bytes},
+                          {"roofline_tokens_per_s", roof},
+                          {"fraction_of_roofline", tps / roof}});
+        Say(absl::StrFormat(
+            "  decode batch %3d (%s): %8.0f tok/s (%.2f ms/step); roofline %8.0f tok/s "
+            "(%.0f MB/step) -> %.0f%%",
+            batch, graphs ? "graphs" : "eager ", tps, 1e3 * seconds / decode_steps, roof,
+            bytes / 1e6, 100 * tps / roof));
       }
-      std::vector<int32_t> tokens(batch, 1);
-      std::vector<int32_t> sampled(batch);
-      std::vector<kernels::SamplingParams> params(batch,
-                                                  kernels::SamplingParams{.temperature = 0.0f});
-      const int64_t warmup = 3;
-      double seconds = 0;
-      for (int64_t step = 0; step < warmup + decode_steps; ++step) {
-        t0 = std::chrono::steady_clock::now();
-        RETURN_IF_ERROR(m->DecodeStep(states, tokens, params.data(), sampled.data(), nullptr));
-        if (step >= warmup) seconds += Seconds(t0);
-        tokens = sampled;
-      }
-      const double tps = static_cast<double>(batch * decode_steps) / seconds;
-      const int64_t context = prompt + warmup + decode_steps / 2;
-      const double bytes = DecodeBytes(config, batch, context);
-      const double roof = static_cast<double>(batch) * copy_bw_ / bytes;
-      decode.push_back({{"batch", batch},
-                        {"context", context},
-                        {"tokens_per_s", tps},
-                        {"step_ms", 1e3 * seconds / decode_steps},
-                        {"bytes_per_step", bytes},
-                        {"roofline_tokens_per_s", roof},
-                        {"fraction_of_roofline", tps / roof}});
-      Say(absl::StrFormat(
-          "  decode batch %3d: %8.0f tok/s (%.2f ms/step); roofline %8.0f tok/s "
-          "(%.0f MB/step) -> %.0f%%",
-          batch, tps, 1e3 * seconds / decode_steps, roof, bytes / 1e6, 100 * tps / roof));
     }
+    m->set_max_graph_batch(model::ModelOptions().max_graph_batch);
     (*out)["decode"] = decode;
 
     Json prefill = Json::array();

@@ -35,6 +35,8 @@ void AddEngineFlags(base::FlagSet* flags) {
   flags->String("threads", "0", "CPU threads (0 = all cores)");
   flags->String("decay-variant", "sglang", "linear-attention decay formula: sglang or hf");
   flags->String("chunk-tokens", "2048", "prefill chunk length");
+  flags->Bool("enforce-eager", false,
+              "run every decode step eagerly instead of replaying captured graphs");
 }
 
 void AddSamplingFlags(base::FlagSet* flags) {
@@ -76,11 +78,13 @@ absl::StatusOr<Engine> LoadEngine(const base::FlagSet& flags) {
   ASSIGN_OR_RETURN(const int64_t threads, flags.GetInt("threads"));
   ASSIGN_OR_RETURN(model::DecayVariant variant,
                    model::ParseDecayVariant(flags.Get("decay-variant")));
+  model::ModelOptions options{.decay_variant = variant};
+  if (flags.GetBool("enforce-eager")) options.max_graph_batch = 0;
   Engine engine;
   ASSIGN_OR_RETURN(engine.backend,
                    kernels::CreateBackend(flags.Get("device"), static_cast<int>(threads)));
-  ASSIGN_OR_RETURN(engine.model, model::HybridModel::Load(flags.Get("model"), engine.backend.get(),
-                                                          model::ModelOptions{variant}));
+  ASSIGN_OR_RETURN(engine.model,
+                   model::HybridModel::Load(flags.Get("model"), engine.backend.get(), options));
   return engine;
 }
 

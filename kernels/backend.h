@@ -95,8 +95,9 @@ struct LinearDecodeParams {
   const float* k;
   const float* v;
   int64_t ld;
-  float* out;              // [B, H * D]
-  float* const* states;    // B pointers to [H, D, D] fp32
+  float* out;  // [B, H * D]
+  // [B] pointers to 16-byte aligned [H, D, D] fp32 states; the array itself is backend memory.
+  float* const* states;
   const float* log_decay;  // [H]
   int64_t batch;
   int64_t heads;
@@ -118,6 +119,33 @@ struct SoftmaxAttentionParams {
   int64_t capacity;
   int64_t past;
   int64_t tokens;
+  int64_t heads;
+  int64_t kv_heads;
+  int64_t head_dim;
+  float scale;
+};
+
+// One sequence's KV cache in a batched decode step. Backends read it when the call runs and
+// cannot check it: the caller guarantees past < capacity and 16-byte aligned caches.
+struct KvCacheRef {
+  uint16_t* k_cache;  // [Hkv, capacity, D], bf16
+  uint16_t* v_cache;
+  int64_t capacity;
+  int64_t past;  // tokens already cached; this step's token is stored at position `past`
+};
+
+// One softmax-attention decode step for a batch of sequences (one token each): stores each
+// sequence's new K/V row at its `past`, then attends its query over cache positions [0, past].
+// Everything a step changes (the caches, their lengths) is read from `seqs` when the call runs,
+// so a captured Graph of this call serves any batch of B sequences.
+struct SoftmaxDecodeParams {
+  const float* q;  // [B, H, D] at row stride ld
+  const float* k;  // [B, Hkv, D] at row stride ld (already normed and rotated)
+  const float* v;
+  int64_t ld;
+  float* out;              // [B, H * D]
+  const KvCacheRef* seqs;  // [B], backend memory
+  int64_t batch;
   int64_t heads;
   int64_t kv_heads;
   int64_t head_dim;
@@ -152,6 +180,19 @@ struct MoeExpertsParams {
   const std::vector<Weight>* down;     // E weights [Hd, I]
 };
 
+// A recorded sequence of backend calls (Backend::BeginCapture), run again with the same
+// arguments by Replay. Data behind the arguments' pointers is read when the calls run, so what
+// changes between replays lives in backend memory the recording points at. Owned by whoever
+// ended the capture; must not outlive its backend. Not thread-safe (like its backend).
+class Graph {
+ public:
+  virtual ~Graph() = default;
+  // Queues the recorded calls; their errors surface at the next Synchronize. FailedPrecondition
+  // (nothing queued) when the backend has since moved scratch memory the recording uses: capture
+  // again.
+  virtual absl::Status Replay() = 0;
+};
+
 // The compute backend of the model. Every pointer in a params struct is backend memory.
 // Calls are ordered (a backend may queue them on a stream); Synchronize waits for all.
 // Implementations are not thread-safe: one thread drives a backend at a time.
@@ -172,7 +213,16 @@ class Backend {
   // Uploads a 1-D checkpoint tensor as fp32 (norm weights, biases).
   virtual absl::StatusOr<const float*> UploadVector(const base::TensorView& tensor) = 0;
 
-  // out[t] = table[ids[t]] (ids are host memory, already validated against the table).
+  // Between BeginCapture and EndCapture, calls are recorded into a Graph instead of run. Only
+  // the compute calls (Embed to MoeExperts), Fill and CopyDeviceToDevice can be recorded; any
+  // other call fails the capture, and EndCapture returns that error. Recorded calls must fit the
+  // scratch memory the same calls used before the capture: run them once first.
+  virtual absl::Status BeginCapture() = 0;
+  virtual absl::StatusOr<std::unique_ptr<Graph>> EndCapture() = 0;
+  // The most rows (tokens) one recorded call may process.
+  virtual int64_t max_capture_rows() const = 0;
+
+  // out[t] = table[ids[t]] (ids are backend memory, already validated against the table).
   virtual void Embed(const Weight& table, const int32_t* ids, int64_t n, float* out) = 0;
   virtual void Gemm(const GemmParams& p) = 0;
   virtual void RmsNorm(const RmsNormParams& p) = 0;
@@ -187,6 +237,7 @@ class Backend {
   virtual void LinearAttention(const LinearAttentionParams& p) = 0;
   virtual void LinearAttentionDecode(const LinearDecodeParams& p) = 0;
   virtual void SoftmaxAttention(const SoftmaxAttentionParams& p) = 0;
+  virtual void SoftmaxAttentionDecode(const SoftmaxDecodeParams& p) = 0;
   virtual void MoeRoute(const MoeRouteParams& p) = 0;
   virtual void MoeExperts(const MoeExpertsParams& p) = 0;
   // Samples one token per row of logits [rows, vocab]; ids are written to host memory.

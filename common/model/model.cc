@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/logging.h"
 #include "common/base/status_macros.h"
 
 namespace ringserve::model {
@@ -17,40 +18,60 @@ absl::StatusOr<std::unique_ptr<HybridModel>> HybridModel::Load(const std::string
   ASSIGN_OR_RETURN(m->weights_,
                    ModelWeights::Load(m->config_, *m->store_, backend, options.decay_variant));
   m->backend_ = backend;
+  m->set_max_graph_batch(options.max_graph_batch);
   return m;
+}
+
+void HybridModel::set_max_graph_batch(int64_t batch) {
+  graphs_.clear();
+  capture_failed_.clear();
+  graph_pass_ = PassMemory();
+  max_graph_batch_ = std::clamp<int64_t>(batch, 0, backend_->max_capture_rows());
 }
 
 absl::StatusOr<std::unique_ptr<SequenceState>> HybridModel::NewState(int64_t capacity) const {
   return SequenceState::Create(config_, backend_, capacity);
 }
 
-absl::Status HybridModel::EnsureWorkspace(int64_t rows) {
+absl::Status HybridModel::Reserve(PassMemory* mem, int64_t rows, size_t input_bytes,
+                                  int64_t logit_rows) {
   const ModelConfig& c = config_;
   const int64_t hd = c.hidden_size;
   const int64_t inner = c.num_attention_heads * c.head_dim;
   const int64_t proj = std::max(
       {4 * inner, c.softmax_qkv_rows(), 2 * c.intermediate_size, 2 * c.shared_intermediate()});
   const int64_t act = std::max(c.intermediate_size, c.shared_intermediate());
-  const size_t need = static_cast<size_t>(
-      rows * (3 * hd + proj + inner + act + c.num_experts + 2 * c.num_experts_per_tok + 1) +
-      16 * 16);
-  workspace_used_ = 0;
-  if (need <= workspace_floats_) return absl::OkStatus();
-  workspace_ = kernels::Buffer(nullptr, nullptr);
-  ASSIGN_OR_RETURN(workspace_, backend_->Allocate(need * sizeof(float)));
-  workspace_floats_ = need;
-  workspace_rows_ = rows;
+  // Take rounds each of the 8 pieces of a pass up to 16 floats.
+  const size_t activations = static_cast<size_t>(
+      rows * (2 * hd + proj + inner + act + c.num_experts + 2 * c.num_experts_per_tok) + 8 * 16);
+  const size_t logits = static_cast<size_t>(logit_rows * c.vocab_size);
+  mem->used = 0;
+  if (activations > mem->activation_floats) {
+    mem->activations = kernels::Buffer(nullptr, nullptr);
+    ASSIGN_OR_RETURN(mem->activations, backend_->Allocate(activations * sizeof(float)));
+    mem->activation_floats = activations;
+  }
+  if (input_bytes > mem->input_bytes) {
+    mem->inputs = kernels::Buffer(nullptr, nullptr);
+    ASSIGN_OR_RETURN(mem->inputs, backend_->Allocate(input_bytes));
+    mem->input_bytes = input_bytes;
+  }
+  if (logits > mem->logits_floats) {
+    mem->logits = kernels::Buffer(nullptr, nullptr);
+    ASSIGN_OR_RETURN(mem->logits, backend_->Allocate(logits * sizeof(float)));
+    mem->logits_floats = logits;
+  }
   return absl::OkStatus();
 }
 
-float* HybridModel::Alloc(size_t floats) {
-  float* p = static_cast<float*>(workspace_.get()) + workspace_used_;
-  workspace_used_ += (floats + 15) / 16 * 16;
+float* HybridModel::Take(PassMemory* mem, size_t floats) {
+  float* p = static_cast<float*>(mem->activations.get()) + mem->used;
+  mem->used += (floats + 15) / 16 * 16;
   return p;
 }
 
-absl::Status HybridModel::Forward(const std::vector<Segment>& segments, LogitsMode mode,
-                                  int64_t* rows_out) {
+void HybridModel::Forward(PassMemory* mem, int64_t rows, size_t ids_offset, size_t positions_offset,
+                          const AttentionFn& attention, int64_t logit_rows) {
   const ModelConfig& c = config_;
   kernels::Backend* be = backend_;
   const int64_t hd = c.hidden_size;
@@ -58,35 +79,23 @@ absl::Status HybridModel::Forward(const std::vector<Segment>& segments, LogitsMo
   const int64_t kv_heads = c.num_key_value_heads;
   const int64_t d = c.head_dim;
   const int64_t inner = heads * d;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   const float eps = static_cast<float>(c.rms_norm_eps);
+  const char* inputs = static_cast<const char*>(mem->inputs.get());
+  const auto* ids = reinterpret_cast<const int32_t*>(inputs + ids_offset);
+  const auto* positions = reinterpret_cast<const int32_t*>(inputs + positions_offset);
 
-  std::vector<int32_t> ids, positions;
-  std::vector<int64_t> row_begin;
-  bool all_single = true;
-  for (const Segment& s : segments) {
-    row_begin.push_back(static_cast<int64_t>(ids.size()));
-    all_single = all_single && s.tokens.size() == 1;
-    for (size_t i = 0; i < s.tokens.size(); ++i) {
-      ids.push_back(s.tokens[i]);
-      positions.push_back(static_cast<int32_t>(s.state->position() + static_cast<int64_t>(i)));
-    }
-  }
-  const int64_t rows = static_cast<int64_t>(ids.size());
-  RETURN_IF_ERROR(EnsureWorkspace(rows));
-  float* x = Alloc(rows * hd);
-  float* a = Alloc(rows * hd);
+  mem->used = 0;
+  float* x = Take(mem, rows * hd);
+  float* a = Take(mem, rows * hd);
   const int64_t proj_width = std::max(
       {4 * inner, c.softmax_qkv_rows(), 2 * c.intermediate_size, 2 * c.shared_intermediate()});
-  float* proj = Alloc(rows * proj_width);
-  float* o = Alloc(rows * inner);
-  float* act = Alloc(rows * std::max(c.intermediate_size, c.shared_intermediate()));
-  float* router_logits = Alloc(rows * c.num_experts);
-  int32_t* expert_ids = reinterpret_cast<int32_t*>(Alloc(rows * c.num_experts_per_tok));
-  float* expert_w = Alloc(rows * c.num_experts_per_tok);
-  int32_t* pos_dev = reinterpret_cast<int32_t*>(Alloc(rows));
-  be->CopyToDevice(pos_dev, positions.data(), positions.size() * sizeof(int32_t));
-  be->Embed(weights_->embedding, ids.data(), rows, x);
+  float* proj = Take(mem, rows * proj_width);
+  float* o = Take(mem, rows * inner);
+  float* act = Take(mem, rows * std::max(c.intermediate_size, c.shared_intermediate()));
+  float* router_logits = Take(mem, rows * c.num_experts);
+  auto* expert_ids = reinterpret_cast<int32_t*>(Take(mem, rows * c.num_experts_per_tok));
+  float* expert_w = Take(mem, rows * c.num_experts_per_tok);
+  be->Embed(weights_->embedding, ids, rows, x);
 
   auto norm = [&](const float* in, int64_t ldi, float* out, int64_t ldo, const float* w,
                   int64_t n_rows, int64_t cols, int64_t groups) {
@@ -109,37 +118,15 @@ absl::Status HybridModel::Forward(const std::vector<Segment>& segments, LogitsMo
     const int64_t k_heads = w.softmax ? kv_heads : heads;
     norm(proj, ld, proj, ld, w.q_norm, rows, inner, heads);
     norm(proj + inner, ld, proj + inner, ld, w.k_norm, rows, k_heads * d, k_heads);
-    be->Rope({proj, ld, rows, heads, d, c.rotary_dim(), pos_dev, c.rope_theta});
-    be->Rope({proj + inner, ld, rows, k_heads, d, c.rotary_dim(), pos_dev, c.rope_theta});
-    const float* q = proj;
-    const float* k = proj + inner;
-    const float* v = proj + inner + k_heads * d;
+    be->Rope({proj, ld, rows, heads, d, c.rotary_dim(), positions, c.rope_theta});
+    be->Rope({proj + inner, ld, rows, k_heads, d, c.rotary_dim(), positions, c.rope_theta});
+    attention(w, linear_index, softmax_index, proj, proj + inner, proj + inner + k_heads * d, ld,
+              o);
     if (!w.softmax) {
-      if (all_single) {
-        std::vector<float*> states;
-        for (const Segment& s : segments) states.push_back(s.state->linear_state(linear_index));
-        be->LinearAttentionDecode({q, k, v, ld, o, states.data(), w.log_decay,
-                                   static_cast<int64_t>(segments.size()), heads, d, scale});
-      } else {
-        for (size_t si = 0; si < segments.size(); ++si) {
-          const int64_t r0 = row_begin[si];
-          be->LinearAttention({q + r0 * ld, k + r0 * ld, v + r0 * ld, ld, o + r0 * inner,
-                               segments[si].state->linear_state(linear_index), w.log_decay,
-                               static_cast<int64_t>(segments[si].tokens.size()), heads, d, scale});
-        }
-      }
       norm(o, inner, o, inner, w.g_norm, rows, inner, c.group_norm_size);
       be->SigmoidMul(o, inner, proj + 3 * inner, ld, rows, inner);
       ++linear_index;
     } else {
-      for (size_t si = 0; si < segments.size(); ++si) {
-        const int64_t r0 = row_begin[si];
-        SequenceState* st = segments[si].state;
-        be->SoftmaxAttention(
-            {q + r0 * ld, k + r0 * ld, v + r0 * ld, ld, o + r0 * inner, st->k_cache(softmax_index),
-             st->v_cache(softmax_index), st->capacity(), st->position(),
-             static_cast<int64_t>(segments[si].tokens.size()), heads, kv_heads, d, scale});
-      }
       ++softmax_index;
     }
     be->Gemm({o, rows, inner, &w.dense, x, hd, true});
@@ -156,35 +143,66 @@ absl::Status HybridModel::Forward(const std::vector<Segment>& segments, LogitsMo
                     &w.expert_down});
     if (c.num_shared_experts > 0) swiglu(a, w.shared_gate_up, w.shared_down);
   }
-  for (const Segment& s : segments) {
-    s.state->set_position(s.state->position() + static_cast<int64_t>(s.tokens.size()));
+  if (logit_rows == 0) return;
+  norm(x + (rows - logit_rows) * hd, hd, a, hd, weights_->final_norm, logit_rows, hd, 1);
+  be->Gemm({a, logit_rows, hd, &weights_->lm_head, static_cast<float*>(mem->logits.get()),
+            c.vocab_size, false});
+}
+
+HybridModel::DecodeInputs HybridModel::DecodeLayout(int64_t batch) const {
+  auto align = [](size_t x) { return (x + 63) / 64 * 64; };
+  const size_t b = static_cast<size_t>(batch);
+  DecodeInputs in;
+  in.ids = 0;
+  in.positions = align(b * sizeof(int32_t));
+  in.states = in.positions + align(b * sizeof(int32_t));
+  in.caches =
+      in.states + align(static_cast<size_t>(config_.num_linear_layers()) * b * sizeof(float*));
+  in.bytes = in.caches + align(static_cast<size_t>(config_.num_softmax_layers()) * b *
+                               sizeof(kernels::KvCacheRef));
+  return in;
+}
+
+void HybridModel::DecodeForward(PassMemory* mem, int64_t batch) {
+  const ModelConfig& c = config_;
+  const DecodeInputs in = DecodeLayout(batch);
+  char* inputs = static_cast<char*>(mem->inputs.get());
+  auto* states = reinterpret_cast<float* const*>(inputs + in.states);
+  auto* caches = reinterpret_cast<const kernels::KvCacheRef*>(inputs + in.caches);
+  const int64_t heads = c.num_attention_heads;
+  const int64_t d = c.head_dim;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  Forward(
+      mem, batch, in.ids, in.positions,
+      [&](const LayerWeights& w, int64_t li, int64_t si, const float* q, const float* k,
+          const float* v, int64_t ld, float* o) {
+        if (!w.softmax) {
+          backend_->LinearAttentionDecode(
+              {q, k, v, ld, o, states + li * batch, w.log_decay, batch, heads, d, scale});
+        } else {
+          backend_->SoftmaxAttentionDecode(
+              {q, k, v, ld, o, caches + si * batch, batch, heads, c.num_key_value_heads, d, scale});
+        }
+      },
+      batch);
+}
+
+void HybridModel::CaptureDecode(int64_t batch) {
+  absl::StatusOr<std::unique_ptr<kernels::Graph>> graph =
+      [&]() -> absl::StatusOr<std::unique_ptr<kernels::Graph>> {
+    RETURN_IF_ERROR(backend_->BeginCapture());
+    DecodeForward(&graph_pass_, batch);
+    return backend_->EndCapture();
+  }();
+  if (!graph.ok()) {
+    // The step itself ran eagerly and is fine; steps of this size stay eager.
+    capture_failed_.insert(batch);
+    RS_LOG(kWarning) << "event=decode_graph_capture_failed batch=" << batch
+                     << " status=" << base::Quote(graph.status().ToString());
+    return;
   }
-  *rows_out = 0;
-  if (mode == LogitsMode::kNone) return absl::OkStatus();
-  std::vector<int64_t> out_rows;
-  for (size_t si = 0; si < segments.size(); ++si) {
-    const int64_t n = static_cast<int64_t>(segments[si].tokens.size());
-    if (mode == LogitsMode::kAll) {
-      for (int64_t i = 0; i < n; ++i) out_rows.push_back(row_begin[si] + i);
-    } else {
-      out_rows.push_back(row_begin[si] + n - 1);
-    }
-  }
-  const int64_t n_out = static_cast<int64_t>(out_rows.size());
-  for (int64_t i = 0; i < n_out; ++i) {
-    be->CopyDeviceToDevice(a + i * hd, x + out_rows[i] * hd, hd * sizeof(float));
-  }
-  norm(a, hd, a, hd, weights_->final_norm, n_out, hd, 1);
-  const size_t need = static_cast<size_t>(n_out * c.vocab_size);
-  if (need > logits_floats_) {
-    logits_buf_ = kernels::Buffer(nullptr, nullptr);
-    ASSIGN_OR_RETURN(logits_buf_, be->Allocate(need * sizeof(float)));
-    logits_floats_ = need;
-  }
-  be->Gemm({a, n_out, hd, &weights_->lm_head, static_cast<float*>(logits_buf_.get()), c.vocab_size,
-            false});
-  *rows_out = n_out;
-  return absl::OkStatus();
+  graphs_[batch] = *std::move(graph);
+  RS_LOG(kDebug) << "event=decode_graph_captured batch=" << batch;
 }
 
 namespace {
@@ -219,19 +237,43 @@ absl::Status HybridModel::Prefill(std::span<const int32_t> tokens, SequenceState
   }
   RETURN_IF_ERROR(CheckTokens(tokens, config_.vocab_size));
   RETURN_IF_ERROR(CheckRoom(*state, static_cast<int64_t>(tokens.size())));
-  const int64_t vocab = config_.vocab_size;
+  const ModelConfig& c = config_;
+  const int64_t vocab = c.vocab_size;
+  const int64_t heads = c.num_attention_heads;
+  const int64_t d = c.head_dim;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   if (logits != nullptr) logits->clear();
+  std::vector<int32_t> inputs;  // ids, then positions
   for (size_t begin = 0; begin < tokens.size(); begin += chunk_tokens) {
-    const size_t len = std::min<size_t>(chunk_tokens, tokens.size() - begin);
+    const int64_t len = static_cast<int64_t>(std::min<size_t>(chunk_tokens, tokens.size() - begin));
     const bool last = begin + len == tokens.size();
-    const LogitsMode chunk_mode =
-        mode == LogitsMode::kAll ? mode : (last ? mode : LogitsMode::kNone);
-    int64_t rows = 0;
-    RETURN_IF_ERROR(Forward({{state, tokens.subspan(begin, len)}}, chunk_mode, &rows));
-    if (logits != nullptr && rows > 0) {
+    const int64_t logit_rows =
+        mode == LogitsMode::kAll ? len : (last && mode == LogitsMode::kLast ? 1 : 0);
+    const int64_t past = state->position();
+    inputs.assign(tokens.begin() + begin, tokens.begin() + begin + len);
+    for (int64_t i = 0; i < len; ++i) inputs.push_back(static_cast<int32_t>(past + i));
+    RETURN_IF_ERROR(Reserve(&pass_, len, inputs.size() * sizeof(int32_t), logit_rows));
+    backend_->CopyToDevice(pass_.inputs.get(), inputs.data(), inputs.size() * sizeof(int32_t));
+    Forward(
+        &pass_, len, 0, len * sizeof(int32_t),
+        [&](const LayerWeights& w, int64_t li, int64_t si, const float* q, const float* k,
+            const float* v, int64_t ld, float* o) {
+          if (!w.softmax) {
+            backend_->LinearAttention(
+                {q, k, v, ld, o, state->linear_state(li), w.log_decay, len, heads, d, scale});
+          } else {
+            backend_->SoftmaxAttention({q, k, v, ld, o, state->k_cache(si), state->v_cache(si),
+                                        state->capacity(), past, len, heads, c.num_key_value_heads,
+                                        d, scale});
+          }
+        },
+        logit_rows);
+    state->set_position(past + len);
+    if (logits != nullptr && logit_rows > 0) {
       const size_t old = logits->size();
-      logits->resize(old + rows * vocab);
-      backend_->CopyToHost(logits->data() + old, logits_buf_.get(), rows * vocab * sizeof(float));
+      logits->resize(old + logit_rows * vocab);
+      backend_->CopyToHost(logits->data() + old, pass_.logits.get(),
+                           logit_rows * vocab * sizeof(float));
     }
   }
   return backend_->Synchronize();
@@ -246,28 +288,67 @@ absl::Status HybridModel::DecodeStep(std::span<SequenceState* const> states,
                                                    " sequences got ", tokens.size(), " tokens"));
   }
   RETURN_IF_ERROR(CheckTokens(tokens, config_.vocab_size));
-  std::vector<Segment> segments;
-  for (size_t i = 0; i < states.size(); ++i) {
-    RETURN_IF_ERROR(CheckRoom(*states[i], 1));
-    segments.push_back({states[i], tokens.subspan(i, 1)});
-  }
-  int64_t rows = 0;
-  RETURN_IF_ERROR(Forward(segments, LogitsMode::kLast, &rows));
+  for (SequenceState* s : states) RETURN_IF_ERROR(CheckRoom(*s, 1));
+  const int64_t batch = static_cast<int64_t>(states.size());
   const int64_t vocab = config_.vocab_size;
+
+  // The input block: ids, positions, per-layer state pointers and cache references.
+  const DecodeInputs in = DecodeLayout(batch);
+  std::vector<char> host(in.bytes);
+  auto* ids = reinterpret_cast<int32_t*>(host.data() + in.ids);
+  auto* positions = reinterpret_cast<int32_t*>(host.data() + in.positions);
+  auto* state_ptrs = reinterpret_cast<float**>(host.data() + in.states);
+  auto* caches = reinterpret_cast<kernels::KvCacheRef*>(host.data() + in.caches);
+  for (int64_t b = 0; b < batch; ++b) {
+    const SequenceState& s = *states[b];
+    ids[b] = tokens[b];
+    positions[b] = static_cast<int32_t>(s.position());
+    for (int64_t li = 0; li < s.num_linear(); ++li) state_ptrs[li * batch + b] = s.linear_state(li);
+    for (int64_t si = 0; si < s.num_softmax(); ++si) {
+      caches[si * batch + b] = {s.k_cache(si), s.v_cache(si), s.capacity(), s.position()};
+    }
+  }
+
+  const bool graphed = batch <= max_graph_batch_;
+  PassMemory* mem = graphed ? &graph_pass_ : &pass_;
+  if (graphed) {
+    // Sized for the largest graphed batch at once: graphs point into this memory.
+    RETURN_IF_ERROR(
+        Reserve(mem, max_graph_batch_, DecodeLayout(max_graph_batch_).bytes, max_graph_batch_));
+  } else {
+    RETURN_IF_ERROR(Reserve(mem, batch, in.bytes, batch));
+  }
+  backend_->CopyToDevice(mem->inputs.get(), host.data(), in.bytes);
+  bool replayed = false;
+  if (auto it = graphs_.find(batch); graphed && it != graphs_.end()) {
+    const absl::Status replay = it->second->Replay();
+    if (absl::IsFailedPrecondition(replay)) {
+      // The backend moved scratch memory that every graph may use: capture them again.
+      RS_LOG(kInfo) << "event=decode_graphs_stale graphs=" << graphs_.size();
+      graphs_.clear();
+    } else {
+      RETURN_IF_ERROR(replay);
+      replayed = true;
+    }
+  }
+  if (!replayed) DecodeForward(mem, batch);
+  for (SequenceState* s : states) s->set_position(s->position() + 1);
   if (params != nullptr) {
-    backend_->Sample(static_cast<const float*>(logits_buf_.get()), rows, vocab, params, sampled);
+    backend_->Sample(static_cast<const float*>(mem->logits.get()), batch, vocab, params, sampled);
   }
   if (logits != nullptr) {
-    logits->resize(rows * vocab);
-    backend_->CopyToHost(logits->data(), logits_buf_.get(), rows * vocab * sizeof(float));
+    logits->resize(batch * vocab);
+    backend_->CopyToHost(logits->data(), mem->logits.get(), batch * vocab * sizeof(float));
   }
-  return backend_->Synchronize();
+  RETURN_IF_ERROR(backend_->Synchronize());
+  if (graphed && !replayed && !capture_failed_.contains(batch)) CaptureDecode(batch);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<int32_t> HybridModel::SampleLast(const kernels::SamplingParams& params) {
-  if (logits_buf_ == nullptr) return absl::FailedPreconditionError("no logits to sample from");
+  if (pass_.logits == nullptr) return absl::FailedPreconditionError("no logits to sample from");
   int32_t id = 0;
-  backend_->Sample(static_cast<const float*>(logits_buf_.get()), 1, config_.vocab_size, &params,
+  backend_->Sample(static_cast<const float*>(pass_.logits.get()), 1, config_.vocab_size, &params,
                    &id);
   RETURN_IF_ERROR(backend_->Synchronize());
   return id;

@@ -1,7 +1,10 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
+#include <set>
 #include <span>
 #include <string>
 #include <vector>
@@ -17,14 +20,24 @@ namespace ringserve::model {
 
 struct ModelOptions {
   DecayVariant decay_variant = DecayVariant::kSglang;
+  // Decode steps of up to this many sequences replay a Graph captured for their batch size (a
+  // CUDA graph on the GPU; the backend may lower the bound); 0 runs every step eagerly.
+  int64_t max_graph_batch = 64;
 };
 
 // Which logits a forward pass returns.
 enum class LogitsMode { kNone, kLast, kAll };
 
 // The Ring-linear-2.0 hybrid model (model-spec sections 3 and 4) on a Backend. Owns the
-// checkpoint mapping and the weights; sequences' states are owned by callers. Not thread-safe:
-// one thread (a worker's scheduler, or the CLI) drives it.
+// checkpoint mapping, the weights, its device workspaces and its captured decode graphs;
+// sequences' states are owned by callers. Not thread-safe: one thread (a worker's scheduler, or
+// the CLI) drives it.
+//
+// Decode graphs: a decode step of B sequences reads everything that changes between steps (token
+// ids, positions, each layer's state and KV cache pointers, cache lengths) from one input block
+// in device memory, so its calls are the same every step of batch size B. The first step of a
+// batch size runs eagerly, then its calls are captured into a Graph; later steps of that size
+// upload the input block and replay the graph. Sampling runs after the graph.
 class HybridModel {
  public:
   // Loads DIR (config.json, generation_config.json, safetensors) onto `backend`, which must
@@ -55,31 +68,66 @@ class HybridModel {
   // Samples from the logits of the last Prefill (kLast) without copying them to the host.
   absl::StatusOr<int32_t> SampleLast(const kernels::SamplingParams& params);
 
+  // Decode steps up to this batch size replay graphs (0: none).
+  int64_t max_graph_batch() const { return max_graph_batch_; }
+  // Sets that bound (clamped like ModelOptions::max_graph_batch) and drops the captured graphs.
+  void set_max_graph_batch(int64_t batch);
+  // Number of graphs captured so far (one per batch size).
+  int64_t graphs_captured() const { return static_cast<int64_t>(graphs_.size()); }
+
  private:
   HybridModel() = default;
 
-  // One sequence's rows in a forward pass.
-  struct Segment {
-    SequenceState* state;
-    std::span<const int32_t> tokens;
+  // Device memory of forward passes: activations, the pass's inputs and its logits.
+  struct PassMemory {
+    kernels::Buffer activations{nullptr, nullptr};
+    size_t activation_floats = 0;
+    size_t used = 0;  // floats handed out by Take in the current pass
+    kernels::Buffer inputs{nullptr, nullptr};
+    size_t input_bytes = 0;
+    kernels::Buffer logits{nullptr, nullptr};
+    size_t logits_floats = 0;
   };
-  // Runs the rows of all segments through the layers; leaves final logits of the requested rows
-  // in logits_buf_ ([rows_out, V]).
-  absl::Status Forward(const std::vector<Segment>& segments, LogitsMode mode, int64_t* rows_out);
-  absl::Status EnsureWorkspace(int64_t rows);
-  float* Alloc(size_t floats);
+  // Byte offsets in a decode step's input block of B sequences.
+  struct DecodeInputs {
+    size_t ids = 0;        // int32 [B]
+    size_t positions = 0;  // int32 [B]
+    size_t states = 0;     // float* [linear layers][B]
+    size_t caches = 0;     // KvCacheRef [softmax layers][B]
+    size_t bytes = 0;
+  };
+  // Runs one layer's attention on q/k/v rows at stride ld into o.
+  using AttentionFn =
+      std::function<void(const LayerWeights& w, int64_t linear_index, int64_t softmax_index,
+                         const float* q, const float* k, const float* v, int64_t ld, float* o)>;
+
+  // Grows `mem` to hold a pass of `rows` rows, `input_bytes` of inputs and `logit_rows` rows of
+  // logits, and starts a new pass.
+  absl::Status Reserve(PassMemory* mem, int64_t rows, size_t input_bytes, int64_t logit_rows);
+  float* Take(PassMemory* mem, size_t floats);
+  DecodeInputs DecodeLayout(int64_t batch) const;
+  // Embeds `rows` tokens (ids and positions in mem->inputs at the given offsets), runs them
+  // through every layer and writes logits of the last `logit_rows` rows to mem->logits. Only
+  // issues recordable backend calls (no allocation, no host copies).
+  void Forward(PassMemory* mem, int64_t rows, size_t ids_offset, size_t positions_offset,
+               const AttentionFn& attention, int64_t logit_rows);
+  // Forward of a decode step of `batch` sequences whose inputs are in mem->inputs.
+  void DecodeForward(PassMemory* mem, int64_t batch);
+  // Records DecodeForward of `batch` sequences into graphs_ (after an eager step of that size).
+  void CaptureDecode(int64_t batch);
 
   ModelConfig config_;
   kernels::Backend* backend_ = nullptr;
   std::unique_ptr<base::TensorStore> store_;
   std::unique_ptr<ModelWeights> weights_;
-  // Workspace, grown on demand: activations of the largest pass so far.
-  int64_t workspace_rows_ = 0;
-  kernels::Buffer workspace_{nullptr, nullptr};
-  size_t workspace_floats_ = 0;
-  size_t workspace_used_ = 0;
-  kernels::Buffer logits_buf_{nullptr, nullptr};
-  size_t logits_floats_ = 0;
+  int64_t max_graph_batch_ = 0;
+  // Prefill and eager decode steps larger than max_graph_batch_; grows on demand.
+  PassMemory pass_;
+  // Graph-eligible decode steps: sized once for max_graph_batch_, never moved, since the
+  // graphs point into it.
+  PassMemory graph_pass_;
+  std::map<int64_t, std::unique_ptr<kernels::Graph>> graphs_;  // by batch size
+  std::set<int64_t> capture_failed_;                           // batch sizes left eager
 };
 
 }  // namespace ringserve::model

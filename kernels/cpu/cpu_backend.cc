@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -17,6 +18,19 @@ namespace ringserve::kernels {
 namespace {
 
 void FreeHost(void* p) { std::free(p); }
+
+// The recorded calls of one capture.
+class CpuGraph : public Graph {
+ public:
+  explicit CpuGraph(std::vector<std::function<void()>> calls) : calls_(std::move(calls)) {}
+  absl::Status Replay() override {
+    for (const auto& call : calls_) call();
+    return absl::OkStatus();
+  }
+
+ private:
+  std::vector<std::function<void()>> calls_;
+};
 
 // Splits rows so each block carries at least ~32K elements of work.
 int64_t Grain(int64_t per_row) {
@@ -30,7 +44,45 @@ CpuBackend::CpuBackend(int threads) : pool_(threads) {
   openblas_set_num_threads(1);
 }
 
+bool CpuBackend::Recorded(std::function<void()> call) {
+  if (!capturing_) return false;
+  recording_.push_back(std::move(call));
+  return true;
+}
+
+bool CpuBackend::RefusedInCapture(const char* what) {
+  if (!capturing_) return false;
+  if (capture_status_.ok()) {
+    capture_status_ =
+        absl::FailedPreconditionError(absl::StrCat(what, " is not allowed during graph capture"));
+  }
+  return true;
+}
+
+absl::Status CpuBackend::BeginCapture() {
+  if (capturing_) return absl::FailedPreconditionError("a graph capture is already running");
+  capturing_ = true;
+  recording_.clear();
+  capture_status_ = absl::OkStatus();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Graph>> CpuBackend::EndCapture() {
+  if (!capturing_) return absl::FailedPreconditionError("no graph capture is running");
+  capturing_ = false;
+  std::vector<std::function<void()>> calls = std::move(recording_);
+  recording_.clear();
+  RETURN_IF_ERROR(std::exchange(capture_status_, absl::OkStatus()));
+  return std::make_unique<CpuGraph>(std::move(calls));
+}
+
+absl::Status CpuBackend::Synchronize() {
+  if (RefusedInCapture("Synchronize")) return capture_status_;
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Buffer> CpuBackend::Allocate(size_t bytes) {
+  if (RefusedInCapture("Allocate")) return capture_status_;
   const size_t rounded = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
   void* p = std::aligned_alloc(64, rounded);
   if (p == nullptr) {
@@ -40,15 +92,21 @@ absl::StatusOr<Buffer> CpuBackend::Allocate(size_t bytes) {
 }
 
 void CpuBackend::CopyToDevice(void* dst, const void* src, size_t bytes) {
+  if (RefusedInCapture("CopyToDevice")) return;
   std::memcpy(dst, src, bytes);
 }
 void CpuBackend::CopyToHost(void* dst, const void* src, size_t bytes) {
+  if (RefusedInCapture("CopyToHost")) return;
   std::memcpy(dst, src, bytes);
 }
 void CpuBackend::CopyDeviceToDevice(void* dst, const void* src, size_t bytes) {
+  if (Recorded([=, this] { CopyDeviceToDevice(dst, src, bytes); })) return;
   std::memcpy(dst, src, bytes);
 }
-void CpuBackend::Fill(float* x, float value, int64_t n) { std::fill_n(x, n, value); }
+void CpuBackend::Fill(float* x, float value, int64_t n) {
+  if (Recorded([=, this] { Fill(x, value, n); })) return;
+  std::fill_n(x, n, value);
+}
 
 absl::StatusOr<float*> CpuBackend::Widen(const base::TensorView& tensor) {
   const int64_t n = tensor.NumElements();
@@ -92,6 +150,7 @@ absl::StatusOr<const float*> CpuBackend::UploadVector(const base::TensorView& te
 }
 
 void CpuBackend::Embed(const Weight& table, const int32_t* ids, int64_t n, float* out) {
+  if (Recorded([=, this, &table] { Embed(table, ids, n, out); })) return;
   const float* data = static_cast<const float*>(table.data);
   for (int64_t i = 0; i < n; ++i) {
     std::memcpy(out + i * table.cols, data + static_cast<int64_t>(ids[i]) * table.cols,
@@ -100,6 +159,7 @@ void CpuBackend::Embed(const Weight& table, const int32_t* ids, int64_t n, float
 }
 
 void CpuBackend::Gemm(const GemmParams& p) {
+  if (Recorded([=, this] { Gemm(p); })) return;
   const int64_t n = p.w->rows;
   // Column blocks of whole cache lines; enough blocks for every thread.
   const int64_t grain = std::max<int64_t>(16, n / (4 * pool_.num_threads()) / 16 * 16);
@@ -109,6 +169,7 @@ void CpuBackend::Gemm(const GemmParams& p) {
 }
 
 void CpuBackend::RmsNorm(const RmsNormParams& p) {
+  if (Recorded([=, this] { RmsNorm(p); })) return;
   const int64_t width = p.cols / p.groups;
   pool_.ParallelFor(p.rows, Grain(p.cols), [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
@@ -126,6 +187,7 @@ void CpuBackend::RmsNorm(const RmsNormParams& p) {
 }
 
 void CpuBackend::Rope(const RopeParams& p) {
+  if (Recorded([=, this] { Rope(p); })) return;
   const int64_t half = p.rotary_dim / 2;
   std::vector<double> inv_freq(half);
   for (int64_t j = 0; j < half; ++j) {
@@ -153,6 +215,7 @@ void CpuBackend::Rope(const RopeParams& p) {
 }
 
 void CpuBackend::SiluMul(const float* gu, int64_t rows, int64_t inter, float* out) {
+  if (Recorded([=, this] { SiluMul(gu, rows, inter, out); })) return;
   pool_.ParallelFor(rows, Grain(inter), [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
       const float* g = gu + r * 2 * inter;
@@ -165,6 +228,7 @@ void CpuBackend::SiluMul(const float* gu, int64_t rows, int64_t inter, float* ou
 
 void CpuBackend::SigmoidMul(float* x, int64_t ldx, const float* g, int64_t ldg, int64_t rows,
                             int64_t cols) {
+  if (Recorded([=, this] { SigmoidMul(x, ldx, g, ldg, rows, cols); })) return;
   pool_.ParallelFor(rows, Grain(cols), [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
       for (int64_t i = 0; i < cols; ++i) {
@@ -175,18 +239,21 @@ void CpuBackend::SigmoidMul(float* x, int64_t ldx, const float* g, int64_t ldg, 
 }
 
 void CpuBackend::Add(float* y, const float* x, int64_t n) {
+  if (Recorded([=, this] { Add(y, x, n); })) return;
   pool_.ParallelFor(n, 1 << 15, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) y[i] += x[i];
   });
 }
 
 void CpuBackend::LinearAttention(const LinearAttentionParams& p) {
+  if (Recorded([=, this] { LinearAttention(p); })) return;
   pool_.ParallelFor(p.heads, 1, [&](int64_t b, int64_t e) {
     for (int64_t h = b; h < e; ++h) cpu::LinearAttentionHead(p, h);
   });
 }
 
 void CpuBackend::LinearAttentionDecode(const LinearDecodeParams& p) {
+  if (Recorded([=, this] { LinearAttentionDecode(p); })) return;
   pool_.ParallelFor(p.batch * p.heads, 1, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) cpu::LinearDecodeHead(p, i / p.heads, i % p.heads);
   });
@@ -197,6 +264,7 @@ void CpuBackend::LinearAttentionDecode(const LinearDecodeParams& p) {
 constexpr int64_t kDirectQueryRows = 4;
 
 void CpuBackend::SoftmaxAttention(const SoftmaxAttentionParams& p) {
+  if (Recorded([=, this] { SoftmaxAttention(p); })) return;
   pool_.ParallelFor(p.kv_heads, 1, [&](int64_t b, int64_t e) {
     for (int64_t g = b; g < e; ++g) cpu::StoreKv(p, g);
   });
@@ -220,11 +288,34 @@ void CpuBackend::SoftmaxAttention(const SoftmaxAttentionParams& p) {
   });
 }
 
+void CpuBackend::SoftmaxAttentionDecode(const SoftmaxDecodeParams& p) {
+  if (Recorded([=, this] { SoftmaxAttentionDecode(p); })) return;
+  // Sequence b is SoftmaxAttention of its one row; the store and the query of a (b, g) pair
+  // touch only that pair's cache head.
+  auto one = [&p](int64_t b) {
+    const KvCacheRef& s = p.seqs[b];
+    const int64_t row = b * p.ld;
+    return SoftmaxAttentionParams{
+        p.q + row, p.k + row,  p.v + row,  p.ld,   p.out + b * p.heads * p.head_dim,
+        s.k_cache, s.v_cache,  s.capacity, s.past, 1,
+        p.heads,   p.kv_heads, p.head_dim, p.scale};
+  };
+  pool_.ParallelFor(p.batch * p.kv_heads, 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const SoftmaxAttentionParams sp = one(i / p.kv_heads);
+      cpu::StoreKv(sp, i % p.kv_heads);
+      cpu::SoftmaxAttentionQuery(sp, i % p.kv_heads, 0);
+    }
+  });
+}
+
 void CpuBackend::MoeRoute(const MoeRouteParams& p) {
+  if (Recorded([=, this] { MoeRoute(p); })) return;
   pool_.ParallelFor(p.tokens, 16, [&](int64_t b, int64_t e) { cpu::MoeRouteRows(p, b, e); });
 }
 
 void CpuBackend::MoeExperts(const MoeExpertsParams& p) {
+  if (Recorded([=, this] { MoeExperts(p); })) return;
   const int64_t slots = p.tokens * p.top_k;
   const int64_t num_experts = static_cast<int64_t>(p.gate_up->size());
   std::vector<std::vector<int64_t>> rows_of(num_experts);
@@ -285,6 +376,7 @@ void CpuBackend::MoeExperts(const MoeExpertsParams& p) {
 
 void CpuBackend::Sample(const float* logits, int64_t rows, int64_t vocab,
                         const SamplingParams* params, int32_t* ids) {
+  if (RefusedInCapture("Sample")) return;
   pool_.ParallelFor(rows, 1, [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) ids[r] = cpu::SampleRow(logits + r * vocab, vocab, params[r]);
   });

@@ -1,7 +1,7 @@
 #pragma once
 
+#include <functional>
 #include <memory>
-#include <mutex>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -12,7 +12,10 @@ namespace ringserve::kernels {
 
 // The reference backend: host memory, fp32 weights (widened from the checkpoint), OpenBLAS
 // sgemm on single-threaded calls split over our own thread pool, and the kernels of cpu_ops.h.
-// Owns the weights it uploads. Not thread-safe: one thread drives it at a time.
+// A Graph is the list of recorded calls, each holding its arguments by value, run in order by
+// Replay; it has the CUDA graph's semantics (pointers are dereferenced when the calls run), so
+// the model's graph path runs and is tested here. Owns the weights it uploads. Not
+// thread-safe: one thread drives it at a time.
 class CpuBackend : public Backend {
  public:
   explicit CpuBackend(int threads);
@@ -25,7 +28,11 @@ class CpuBackend : public Backend {
   void CopyToHost(void* dst, const void* src, size_t bytes) override;
   void CopyDeviceToDevice(void* dst, const void* src, size_t bytes) override;
   void Fill(float* x, float value, int64_t n) override;
-  absl::Status Synchronize() override { return absl::OkStatus(); }
+  absl::Status Synchronize() override;
+
+  absl::Status BeginCapture() override;
+  absl::StatusOr<std::unique_ptr<Graph>> EndCapture() override;
+  int64_t max_capture_rows() const override { return INT64_MAX; }
 
   absl::StatusOr<Weight> UploadWeight(const base::TensorView& tensor) override;
   absl::StatusOr<const float*> UploadVector(const base::TensorView& tensor) override;
@@ -41,6 +48,7 @@ class CpuBackend : public Backend {
   void LinearAttention(const LinearAttentionParams& p) override;
   void LinearAttentionDecode(const LinearDecodeParams& p) override;
   void SoftmaxAttention(const SoftmaxAttentionParams& p) override;
+  void SoftmaxAttentionDecode(const SoftmaxDecodeParams& p) override;
   void MoeRoute(const MoeRouteParams& p) override;
   void MoeExperts(const MoeExpertsParams& p) override;
   void Sample(const float* logits, int64_t rows, int64_t vocab, const SamplingParams* params,
@@ -48,9 +56,16 @@ class CpuBackend : public Backend {
 
  private:
   absl::StatusOr<float*> Widen(const base::TensorView& tensor);
+  // While capturing: appends `call` to the recording and returns true (the caller returns).
+  bool Recorded(std::function<void()> call);
+  // While capturing: fails the capture, since `what` cannot be recorded; returns whether it did.
+  bool RefusedInCapture(const char* what);
 
   base::ThreadPool pool_;
   std::vector<Buffer> owned_;  // uploaded weights
+  bool capturing_ = false;
+  std::vector<std::function<void()>> recording_;
+  absl::Status capture_status_;
 };
 
 }  // namespace ringserve::kernels

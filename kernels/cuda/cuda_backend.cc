@@ -24,7 +24,8 @@ namespace ringserve::kernels {
 namespace {
 
 constexpr size_t kMiB = size_t{1} << 20;
-// Pinned, device-readable staging for small host inputs (ids, positions, pointer tables).
+// Pinned, device-readable staging for small host inputs (CopyToDevice sources, sampling
+// parameters, grouped-GEMM pointer tables).
 constexpr size_t kStageBytes = 8 * kMiB;
 constexpr size_t kCublasWorkspaceBytes = 32 * kMiB;
 constexpr size_t kMaxSlabBytes = 512 * kMiB;
@@ -39,8 +40,6 @@ void FreeDevice(void* p) {
   if (p != nullptr) cudaFree(p);
 }
 
-bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 // A device buffer reused across calls and grown on demand. Growing first waits for the stream,
 // so no queued work still uses the old memory. Not thread-safe.
 class DeviceScratch {
@@ -49,6 +48,9 @@ class DeviceScratch {
   DeviceScratch(const DeviceScratch&) = delete;
   DeviceScratch& operator=(const DeviceScratch&) = delete;
   ~DeviceScratch() { FreeDevice(ptr_); }
+
+  bool Fits(size_t bytes) const { return ptr_ != nullptr && bytes <= size_; }
+  size_t size() const { return size_; }
 
   // At least `bytes` of device memory, or null with *err set.
   void* Get(size_t bytes, cudaStream_t stream, cudaError_t* err) {
@@ -170,9 +172,9 @@ struct CudaBackend::Impl {
   enum Slot {
     kGemmHi,
     kGemmLo,
-    kInput,
     kLinear,
     kAttention,
+    kAttentionDecode,
     kMoeIndex,
     kMoeXHi,
     kMoeXLo,
@@ -198,6 +200,10 @@ struct CudaBackend::Impl {
   cublasHandle_t cublas = nullptr;
   void* cublas_workspace = nullptr;
   absl::Status status;
+  // Between BeginCapture and EndCapture.
+  bool capturing = false;
+  // Counts scratch (re)allocations; a graph captured at another count may use freed memory.
+  uint64_t scratch_generation = 0;
   HostStage stage;
   PinnedBuffer pinned;
   DeviceScratch scratch[kNumSlots];
@@ -209,6 +215,13 @@ struct CudaBackend::Impl {
   std::vector<void*> dedicated;
 
   ~Impl() {
+    if (capturing) {
+      cudaGraph_t graph = nullptr;
+      if (cudaStreamEndCapture(stream, &graph) == cudaSuccess && graph != nullptr) {
+        cudaGraphDestroy(graph);
+      }
+      cudaGetLastError();
+    }
     if (stream != nullptr) cudaStreamSynchronize(stream);
     expert_tables.clear();
     for (void* p : slabs) FreeDevice(p);
@@ -244,9 +257,31 @@ struct CudaBackend::Impl {
   }
   void Enter() { Ok(cudaSetDevice(options.device), "cudaSetDevice"); }
 
-  void* Scratch(Slot slot, size_t bytes, const char* what) {
+  // OK outside a capture; during one, records and returns FailedPrecondition "<call> is not
+  // allowed during graph capture", which EndCapture then returns.
+  absl::Status NotCapturing(const char* call) {
+    if (!capturing) return absl::OkStatus();
+    absl::Status s =
+        absl::FailedPreconditionError(absl::StrCat(call, " is not allowed during graph capture"));
+    Fail(s);
+    return s;
+  }
+
+  // At least `bytes` of `buffer`, or null with the error recorded. A (re)allocation makes the
+  // graphs captured so far stale, and fails a capture in progress (it would wait for the stream).
+  void* GetScratch(DeviceScratch* buffer, size_t bytes, const char* what) {
+    if (!buffer->Fits(bytes)) {
+      if (capturing) {
+        Fail(absl::FailedPreconditionError(absl::StrCat(
+            what, ": ", bytes, " bytes of scratch exceed the ", buffer->size(),
+            " allocated, which cannot grow during graph capture; run the call once before "
+            "capturing it")));
+        return nullptr;
+      }
+      ++scratch_generation;
+    }
     cudaError_t e = cudaSuccess;
-    void* p = scratch[slot].Get(bytes, stream, &e);
+    void* p = buffer->Get(bytes, stream, &e);
     if (p == nullptr) {
       Fail(absl::ResourceExhaustedError(
           absl::StrCat(what, ": cannot allocate ", bytes, " bytes of scratch: ", CudaText(e))));
@@ -254,20 +289,8 @@ struct CudaBackend::Impl {
     return p;
   }
 
-  // A device-readable copy of a host input: the pinned stage when it fits, else a copy into the
-  // `fallback` scratch slot.
-  const void* DeviceInput(const void* src, size_t bytes, Slot fallback, const char* what) {
-    if (stage.Fits(bytes)) {
-      const void* device = nullptr;
-      cudaError_t e = cudaSuccess;
-      stage.Put(src, bytes, stream, &device, &e);
-      Ok(e, what);
-      return device;
-    }
-    void* dst = Scratch(fallback, bytes, what);
-    if (dst == nullptr) return nullptr;
-    Ok(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream), what);
-    return dst;
+  void* Scratch(Slot slot, size_t bytes, const char* what) {
+    return GetScratch(&scratch[slot], bytes, what);
   }
 
   absl::StatusOr<void*> AllocWeight(size_t bytes) {
@@ -361,10 +384,13 @@ struct CudaBackend::Impl {
     bool same = table->host.size() == weights->size();
     for (size_t i = 0; same && i < weights->size(); ++i)
       same = table->host[i] == (*weights)[i].data;
-    cudaError_t e = cudaSuccess;
-    void* dev = table->device.Get(weights->size() * sizeof(void*), stream, &e);
-    if (!Ok(e, "MoeExperts pointer table")) return nullptr;
+    void* dev =
+        GetScratch(&table->device, weights->size() * sizeof(void*), "MoeExperts pointer table");
+    if (dev == nullptr) return nullptr;
     if (!same) {
+      if (!NotCapturing("MoeExperts with expert weights not used before the capture").ok()) {
+        return nullptr;
+      }
       table->host.clear();
       for (const Weight& w : *weights) table->host.push_back(w.data);
       // Stream-ordered after every earlier reader of the table.
@@ -423,6 +449,39 @@ struct CudaBackend::Impl {
     FreeDevice(ptrs);
     return ok;
   }
+};
+
+// A graph instantiated from a capture of the backend's stream: owns the executable graph and
+// remembers the scratch generation it was captured at. Must not outlive its backend. Not
+// thread-safe (like the backend).
+class CudaBackend::CudaGraph : public Graph {
+ public:
+  CudaGraph(Impl* impl, cudaGraphExec_t exec, uint64_t generation)
+      : impl_(impl), exec_(exec), generation_(generation) {}
+  CudaGraph(const CudaGraph&) = delete;
+  CudaGraph& operator=(const CudaGraph&) = delete;
+  ~CudaGraph() override { cudaGraphExecDestroy(exec_); }
+
+  absl::Status Replay() override {
+    Impl& im = *impl_;
+    im.Enter();
+    RETURN_IF_ERROR(im.NotCapturing("Replay"));
+    if (generation_ != im.scratch_generation) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "graph captured at scratch generation ", generation_, " but the backend is at ",
+          im.scratch_generation, ": scratch memory it uses was reallocated; capture again"));
+    }
+    const cudaError_t e = cudaGraphLaunch(exec_, im.stream);
+    if (!im.Ok(e, "cudaGraphLaunch")) {
+      return absl::InternalError(absl::StrCat("cudaGraphLaunch: ", CudaText(e)));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  Impl* impl_;
+  cudaGraphExec_t exec_;
+  uint64_t generation_;
 };
 
 CudaBackend::CudaBackend(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -494,6 +553,7 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
 
 absl::StatusOr<Buffer> CudaBackend::Allocate(size_t bytes) {
   impl_->Enter();
+  RETURN_IF_ERROR(impl_->NotCapturing("Allocate"));
   void* p = nullptr;
   cudaError_t e = cudaMalloc(&p, std::max<size_t>(bytes, 1));
   if (e != cudaSuccess) {
@@ -507,7 +567,7 @@ absl::StatusOr<Buffer> CudaBackend::Allocate(size_t bytes) {
 void CudaBackend::CopyToDevice(void* dst, const void* src, size_t bytes) {
   Impl& im = *impl_;
   im.Enter();
-  if (bytes == 0) return;
+  if (!im.NotCapturing("CopyToDevice").ok() || bytes == 0) return;
   const void* from = src;
   if (im.stage.Fits(bytes)) {
     const void* device = nullptr;
@@ -522,7 +582,7 @@ void CudaBackend::CopyToDevice(void* dst, const void* src, size_t bytes) {
 void CudaBackend::CopyToHost(void* dst, const void* src, size_t bytes) {
   Impl& im = *impl_;
   im.Enter();
-  if (bytes == 0) return;
+  if (!im.NotCapturing("CopyToHost").ok() || bytes == 0) return;
   im.Ok(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, im.stream), "CopyToHost");
 }
 
@@ -544,15 +604,63 @@ void CudaBackend::Fill(float* x, float value, int64_t n) {
 absl::Status CudaBackend::Synchronize() {
   Impl& im = *impl_;
   im.Enter();
+  RETURN_IF_ERROR(im.NotCapturing("Synchronize"));
   im.Ok(cudaStreamSynchronize(im.stream), "cudaStreamSynchronize");
   im.Ok(cudaGetLastError(), "CUDA");
   im.stage.Reset();
   return std::exchange(im.status, absl::OkStatus());
 }
 
+absl::Status CudaBackend::BeginCapture() {
+  Impl& im = *impl_;
+  im.Enter();
+  if (im.capturing) return absl::FailedPreconditionError("BeginCapture: already capturing");
+  if (!im.status.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("BeginCapture: an earlier error awaits Synchronize: ", im.status.ToString()));
+  }
+  const cudaError_t e = cudaStreamBeginCapture(im.stream, cudaStreamCaptureModeThreadLocal);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return absl::InternalError(absl::StrCat("cudaStreamBeginCapture: ", CudaText(e)));
+  }
+  im.capturing = true;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Graph>> CudaBackend::EndCapture() {
+  Impl& im = *impl_;
+  im.Enter();
+  if (!im.capturing) return absl::FailedPreconditionError("EndCapture without BeginCapture");
+  im.capturing = false;
+  cudaGraph_t graph = nullptr;
+  cudaError_t e = cudaStreamEndCapture(im.stream, &graph);
+  absl::Status recorded = std::exchange(im.status, absl::OkStatus());
+  if (recorded.ok() && e != cudaSuccess) {
+    recorded = absl::InternalError(absl::StrCat("cudaStreamEndCapture: ", CudaText(e)));
+  }
+  cudaGraphExec_t exec = nullptr;
+  if (recorded.ok()) {
+    e = cudaGraphInstantiate(&exec, graph, 0);
+    if (e != cudaSuccess) {
+      exec = nullptr;
+      recorded = absl::InternalError(absl::StrCat("cudaGraphInstantiate: ", CudaText(e)));
+    }
+  }
+  if (graph != nullptr) cudaGraphDestroy(graph);
+  if (!recorded.ok()) {
+    cudaGetLastError();
+    return recorded;
+  }
+  return std::unique_ptr<Graph>(new CudaGraph(&im, exec, im.scratch_generation));
+}
+
+int64_t CudaBackend::max_capture_rows() const { return impl_->options.moe_device_max_tokens; }
+
 absl::StatusOr<Weight> CudaBackend::UploadWeight(const base::TensorView& tensor) {
   Impl& im = *impl_;
   im.Enter();
+  RETURN_IF_ERROR(im.NotCapturing("UploadWeight"));
   if (tensor.shape.size() != 2) {
     return absl::InvalidArgumentError(absl::StrCat("tensor '", tensor.name, "' is not a matrix"));
   }
@@ -594,6 +702,7 @@ absl::StatusOr<Weight> CudaBackend::UploadWeight(const base::TensorView& tensor)
 absl::StatusOr<const float*> CudaBackend::UploadVector(const base::TensorView& tensor) {
   Impl& im = *impl_;
   im.Enter();
+  RETURN_IF_ERROR(im.NotCapturing("UploadVector"));
   const int64_t n = tensor.NumElements();
   std::vector<float> widened(n);
   switch (tensor.dtype) {
@@ -630,11 +739,7 @@ void CudaBackend::Embed(const Weight& table, const int32_t* ids, int64_t n, floa
   im.Enter();
   if (n <= 0) return;
   if (!im.Check(table.dtype == base::DType::kBF16, "Embed (table is not bf16)")) return;
-  const void* dev_ids =
-      im.DeviceInput(ids, static_cast<size_t>(n) * sizeof(int32_t), Impl::kInput, "Embed ids");
-  if (dev_ids == nullptr) return;
-  const cuda::EmbedParams p{static_cast<const uint16_t*>(table.data), table.cols,
-                            static_cast<const int32_t*>(dev_ids), n, out};
+  const cuda::EmbedParams p{static_cast<const uint16_t*>(table.data), table.cols, ids, n, out};
   if (im.Check(cuda::CanImplement(p), "Embed")) im.Ok(cuda::Launch(p, im.stream), "Embed");
 }
 
@@ -735,18 +840,12 @@ void CudaBackend::LinearAttentionDecode(const LinearDecodeParams& p) {
   Impl& im = *impl_;
   im.Enter();
   if (p.batch <= 0) return;
-  bool ok = p.states != nullptr;
-  for (int64_t b = 0; ok && b < p.batch; ++b) ok = p.states[b] != nullptr && Aligned16(p.states[b]);
-  if (!im.Check(ok, "LinearAttentionDecode (state pointers)")) return;
-  const void* states = im.DeviceInput(p.states, static_cast<size_t>(p.batch) * sizeof(float*),
-                                      Impl::kInput, "LinearAttentionDecode states");
-  if (states == nullptr) return;
-  const cuda::LinearDecodeCudaParams dp{p, static_cast<float* const*>(states)};
-  if (im.Check(cuda::CanImplement(dp), "LinearAttentionDecode", [&] {
+  if (im.Check(cuda::CanImplement(p), "LinearAttentionDecode", [&] {
         return absl::StrCat("head_dim ", p.head_dim, ", heads ", p.heads, ", batch ", p.batch,
-                            "; needs a power-of-two head_dim in [16, 256]");
+                            "; needs a power-of-two head_dim in [16, 256], batch <= 65535 and "
+                            "non-null pointers");
       })) {
-    im.Ok(cuda::Launch(dp, im.stream), "LinearAttentionDecode");
+    im.Ok(cuda::Launch(p, im.stream), "LinearAttentionDecode");
   }
 }
 
@@ -769,6 +868,28 @@ void CudaBackend::SoftmaxAttention(const SoftmaxAttentionParams& p) {
                             "past + tokens <= capacity");
       })) {
     im.Ok(cuda::Launch(sp, im.stream), "SoftmaxAttention");
+  }
+}
+
+void CudaBackend::SoftmaxAttentionDecode(const SoftmaxDecodeParams& p) {
+  Impl& im = *impl_;
+  im.Enter();
+  if (p.batch == 0) return;
+  cuda::SoftmaxDecodeCudaParams dp;
+  dp.step = p;
+  const size_t bytes = cuda::PlanSoftmaxDecode(&dp, im.info.sm_count);
+  if (bytes > 0) {
+    dp.workspace =
+        static_cast<float*>(im.Scratch(Impl::kAttentionDecode, bytes, "SoftmaxAttentionDecode"));
+    if (dp.workspace == nullptr) return;
+  }
+  if (im.Check(cuda::CanImplement(dp), "SoftmaxAttentionDecode", [&] {
+        return absl::StrCat("head_dim ", p.head_dim, ", heads ", p.heads, "/", p.kv_heads,
+                            ", batch ", p.batch, ", ld ", p.ld,
+                            "; needs head_dim 32, 64 or 128, a query group of at most 32, "
+                            "batch <= 65535 and non-null pointers");
+      })) {
+    im.Ok(cuda::Launch(dp, im.stream), "SoftmaxAttentionDecode");
   }
 }
 
@@ -804,6 +925,10 @@ void CudaBackend::MoeExperts(const MoeExpertsParams& p) {
                             "; needs equal counts of bf16 [2I, hidden] and [hidden, I] "
                             "weights of one shape");
       })) {
+    return;
+  }
+  if (p.tokens > im.options.moe_device_max_tokens &&
+      !im.NotCapturing("MoeExperts with more tokens than moe_device_max_tokens").ok()) {
     return;
   }
   const int64_t slots = p.tokens * p.top_k;
@@ -879,6 +1004,7 @@ void CudaBackend::MoeExperts(const MoeExpertsParams& p) {
     }
   } else {
     // Expert counts to the host, then cuBLAS over each active expert's rows.
+    if (!im.NotCapturing("MoeExperts with expert shapes the device kernels lack").ok()) return;
     cudaError_t e = cudaSuccess;
     auto* counts = static_cast<int32_t*>(im.pinned.Get(experts * sizeof(int32_t), &e));
     if (!im.Ok(e, "MoeExperts (pinned counts)") ||
@@ -950,7 +1076,7 @@ void CudaBackend::Sample(const float* logits, int64_t rows, int64_t vocab,
                          const SamplingParams* params, int32_t* ids) {
   Impl& im = *impl_;
   im.Enter();
-  if (rows <= 0) return;
+  if (!im.NotCapturing("Sample").ok() || rows <= 0) return;
   std::vector<int32_t> sample_rows;
   for (int64_t r = 0; r < rows; ++r) {
     if (params[r].temperature > 0.0f && params[r].top_k != 1)

@@ -47,6 +47,13 @@ struct CudaDeviceInfo {
 // (and logged) and returned by Synchronize, which then clears it. Sample and the MoE cuBLAS path
 // wait for the stream. Owns its uploads, scratch and handles. Not thread-safe: one thread drives
 // it at a time (each call makes `device` current on the calling thread).
+//
+// Graphs: BeginCapture starts a thread-local CUDA stream capture and EndCapture instantiates it.
+// While capturing, a call that would synchronize, allocate, stage host data or grow scratch
+// memory (Allocate, copies from or to the host, uploads, Sample, Synchronize, MoeExperts on its
+// cuBLAS path, a first use or growth of a scratch slot) records FailedPrecondition instead, and
+// EndCapture returns it. Growing any scratch slot afterwards makes the existing graphs stale:
+// their Replay returns FailedPrecondition.
 class CudaBackend : public Backend {
  public:
   static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(const CudaBackendOptions& options);
@@ -65,6 +72,11 @@ class CudaBackend : public Backend {
   void Fill(float* x, float value, int64_t n) override;
   absl::Status Synchronize() override;
 
+  absl::Status BeginCapture() override;
+  absl::StatusOr<std::unique_ptr<Graph>> EndCapture() override;
+  // Above this many tokens MoeExperts needs the host (moe_device_max_tokens).
+  int64_t max_capture_rows() const override;
+
   absl::StatusOr<Weight> UploadWeight(const base::TensorView& tensor) override;
   absl::StatusOr<const float*> UploadVector(const base::TensorView& tensor) override;
 
@@ -79,6 +91,7 @@ class CudaBackend : public Backend {
   void LinearAttention(const LinearAttentionParams& p) override;
   void LinearAttentionDecode(const LinearDecodeParams& p) override;
   void SoftmaxAttention(const SoftmaxAttentionParams& p) override;
+  void SoftmaxAttentionDecode(const SoftmaxDecodeParams& p) override;
   void MoeRoute(const MoeRouteParams& p) override;
   void MoeExperts(const MoeExpertsParams& p) override;
   void Sample(const float* logits, int64_t rows, int64_t vocab, const SamplingParams* params,
@@ -92,6 +105,7 @@ class CudaBackend : public Backend {
 
  private:
   struct Impl;
+  class CudaGraph;
   explicit CudaBackend(std::unique_ptr<Impl> impl);
 
   std::unique_ptr<Impl> impl_;

@@ -285,8 +285,7 @@ constexpr int kDecodeThreads = 256;
 
 // One block per (head, sequence): the state is read and written once; the output reduction over
 // row groups goes through shared memory.
-__global__ void __launch_bounds__(kDecodeThreads) LinearDecodeKernel(LinearDecodeCudaParams pp) {
-  const LinearDecodeParams& p = pp.step;
+__global__ void __launch_bounds__(kDecodeThreads) LinearDecodeKernel(LinearDecodeParams p) {
   extern __shared__ float4 smem_f4[];
   float* smem = reinterpret_cast<float*>(smem_f4);
   const int d = static_cast<int>(p.head_dim);
@@ -308,7 +307,7 @@ __global__ void __launch_bounds__(kDecodeThreads) LinearDecodeKernel(LinearDecod
   const int rg = threadIdx.x / cols4;
   const int groups = blockDim.x / cols4;
   const float lambda = expf(p.log_decay[h]);
-  float4* state = reinterpret_cast<float4*>(pp.states[b] + h * d * d);
+  float4* state = reinterpret_cast<float4*>(p.states[b] + h * d * d);
   const float4 v4 = *reinterpret_cast<const float4*>(v + 4 * c4);
   float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
   for (int dk = rg; dk < d; dk += groups) {
@@ -380,19 +379,19 @@ cudaError_t Launch(const LinearPrefillParams& p, cudaStream_t stream) {
   }
 }
 
-bool CanImplement(const LinearDecodeCudaParams& p) {
-  const int64_t d = p.step.head_dim;
-  return d >= 16 && d <= 256 && 1024 % d == 0 && p.step.batch >= 0 && p.step.batch <= 65535 &&
-         p.step.heads > 0 && p.states != nullptr && p.step.q != nullptr && p.step.out != nullptr;
+bool CanImplement(const LinearDecodeParams& p) {
+  const int64_t d = p.head_dim;
+  return d >= 16 && d <= 256 && 1024 % d == 0 && p.batch >= 0 && p.batch <= 65535 && p.heads > 0 &&
+         p.states != nullptr && p.q != nullptr && p.k != nullptr && p.v != nullptr &&
+         p.out != nullptr && p.log_decay != nullptr;
 }
 
-cudaError_t Launch(const LinearDecodeCudaParams& p, cudaStream_t stream) {
-  if (p.step.batch == 0) return cudaSuccess;
-  const int64_t d = p.step.head_dim;
+cudaError_t Launch(const LinearDecodeParams& p, cudaStream_t stream) {
+  if (p.batch == 0) return cudaSuccess;
+  const int64_t d = p.head_dim;
   const int64_t groups = kDecodeThreads / (d / 4);
   const size_t smem = sizeof(float) * static_cast<size_t>(3 * d + groups * d);
-  LinearDecodeKernel<<<dim3(static_cast<unsigned>(p.step.heads),
-                            static_cast<unsigned>(p.step.batch)),
+  LinearDecodeKernel<<<dim3(static_cast<unsigned>(p.heads), static_cast<unsigned>(p.batch)),
                        kDecodeThreads, smem, stream>>>(p);
   return cudaGetLastError();
 }

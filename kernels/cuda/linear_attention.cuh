@@ -33,11 +33,9 @@ bool CanImplement(const LinearPrefillParams& p);
 cudaError_t InitLinearPrefillKernels();
 cudaError_t Launch(const LinearPrefillParams& p, cudaStream_t stream);
 
-struct LinearDecodeCudaParams {
-  LinearDecodeParams step;  // step.states is ignored: the kernel reads `states`
-  float* const* states;     // [B] device-readable array of device pointers to [H, D, D]
-};
-bool CanImplement(const LinearDecodeCudaParams& p);
-cudaError_t Launch(const LinearDecodeCudaParams& p, cudaStream_t stream);
+// One decode step (LinearDecodeParams, device pointers: p.states is a device array of device
+// pointers, each 16-byte aligned). One block per (head, sequence).
+bool CanImplement(const LinearDecodeParams& p);
+cudaError_t Launch(const LinearDecodeParams& p, cudaStream_t stream);
 
 }  // namespace ringserve::kernels::cuda

@@ -13,18 +13,74 @@ namespace wmma = nvcuda::wmma;
 
 // ---- KV store ----
 
-__global__ void StoreKvKernel(SoftmaxAttentionParams p) {
-  const int64_t d = p.head_dim;
-  const int64_t n = p.tokens * p.kv_heads * d;
+// B sequences with `tokens` new tokens each: query, key, value and output row b * tokens + t.
+// Sequence b's cache is seqs[b] (device memory), or `single` when seqs is null (batch 1, passed
+// by value so that the host stages nothing).
+struct SeqBatch {
+  const float* q;  // [B * tokens, H, D] at row stride ld
+  const float* k;  // [B * tokens, Hkv, D] at row stride ld
+  const float* v;
+  int64_t ld;
+  float* out;              // [B * tokens, H * D]
+  const KvCacheRef* seqs;  // [B] or null
+  KvCacheRef single;
+  int64_t batch;
+  int64_t tokens;
+  int64_t heads;
+  int64_t kv_heads;
+  int64_t head_dim;
+  float scale;
+  // Decode only.
+  int64_t splits;
+  float* workspace;  // [B, Hkv, splits, tokens x group, D + 2] fp32
+};
+
+SeqBatch SingleSequence(const SoftmaxAttentionParams& a, int64_t splits, float* workspace) {
+  return SeqBatch{a.q,
+                  a.k,
+                  a.v,
+                  a.ld,
+                  a.out,
+                  nullptr,
+                  KvCacheRef{a.k_cache, a.v_cache, a.capacity, a.past},
+                  1,
+                  a.tokens,
+                  a.heads,
+                  a.kv_heads,
+                  a.head_dim,
+                  a.scale,
+                  splits,
+                  workspace};
+}
+
+__device__ __forceinline__ KvCacheRef SeqOf(const SeqBatch& s, int64_t b) {
+  return s.seqs != nullptr ? s.seqs[b] : s.single;
+}
+
+// Block (x, sequence b): stores the sequence's new K/V rows at positions past..past+tokens-1.
+__global__ void StoreKvKernel(SeqBatch s) {
+  const int64_t b = blockIdx.y;
+  const KvCacheRef seq = SeqOf(s, b);
+  const int64_t d = s.head_dim;
+  const int64_t n = s.tokens * s.kv_heads * d;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t t = i / (p.kv_heads * d);
-    const int64_t g = (i / d) % p.kv_heads;
+    const int64_t t = i / (s.kv_heads * d);
+    const int64_t g = (i / d) % s.kv_heads;
     const int64_t c = i % d;
-    const int64_t dst = (g * p.capacity + p.past + t) * d + c;
-    p.k_cache[dst] = FloatToBf16(p.k[t * p.ld + g * d + c]);
-    p.v_cache[dst] = FloatToBf16(p.v[t * p.ld + g * d + c]);
+    const int64_t src = (b * s.tokens + t) * s.ld + g * d + c;
+    const int64_t dst = (g * seq.capacity + seq.past + t) * d + c;
+    seq.k_cache[dst] = FloatToBf16(s.k[src]);
+    seq.v_cache[dst] = FloatToBf16(s.v[src]);
   }
+}
+
+cudaError_t LaunchStoreKv(const SeqBatch& s, cudaStream_t stream) {
+  const int64_t n = s.tokens * s.kv_heads * s.head_dim;
+  StoreKvKernel<<<dim3(static_cast<unsigned>(std::clamp<int64_t>(CeilDiv(n, 256), 1, 1 << 20)),
+                       static_cast<unsigned>(s.batch)),
+                  256, 0, stream>>>(s);
+  return cudaGetLastError();
 }
 
 // ---- Prefill tiles (tensor cores) ----
@@ -240,24 +296,38 @@ __global__ void __launch_bounds__(kPrefillThreads)
 constexpr int kDecodeThreads = 256;
 constexpr int kDecodeMaxRows = 32;
 constexpr int kDecodeKeys = kDecodeThreads;  // one key per thread per tile
+constexpr int64_t kMaxDecodeSplits = 64;
 
 size_t DecodeSmemBytes(int64_t rows, int64_t d) {
   return sizeof(float) * static_cast<size_t>(rows * d + rows * kDecodeKeys + 3 * rows + rows * d);
 }
 
-// Block (split, kv head g): keys [split * split_keys, ...) for all rows = tokens x group; writes
-// the unnormalised output, running max and sum of each row to the workspace.
-__global__ void __launch_bounds__(kDecodeThreads)
-    AttentionDecodeKernel(SoftmaxAttentionCudaParams pp) {
-  const SoftmaxAttentionParams& p = pp.attn;
-  const int d = static_cast<int>(p.head_dim);
-  const int group = static_cast<int>(p.heads / p.kv_heads);
-  const int rows = static_cast<int>(p.tokens) * group;
-  const int64_t g = blockIdx.y;
+// Block (split, kv head g, sequence b): the split's key range of the sequence for all its
+// rows = tokens x group; writes the unnormalised output, running max and sum of each row to the
+// workspace. The range is [split, split + 1) x split_keys with split_keys the sequence's length
+// over the splits rounded up to whole tiles; an empty range writes m = -inf, l = 0.
+__global__ void __launch_bounds__(kDecodeThreads) AttentionDecodeKernel(SeqBatch s) {
+  const int d = static_cast<int>(s.head_dim);
+  const int group = static_cast<int>(s.heads / s.kv_heads);
+  const int rows = static_cast<int>(s.tokens) * group;
   const int64_t split = blockIdx.x;
-  const int64_t kv_len = p.past + p.tokens;
-  const int64_t k_begin = split * pp.split_keys;
-  const int64_t k_end = min(kv_len, k_begin + pp.split_keys);
+  const int64_t g = blockIdx.y;
+  const int64_t b = blockIdx.z;
+  const KvCacheRef seq = SeqOf(s, b);
+  const int64_t kv_len = seq.past + s.tokens;
+  const int64_t per_split = (kv_len + s.splits - 1) / s.splits;
+  const int64_t split_keys = (per_split + kDecodeKeys - 1) / kDecodeKeys * kDecodeKeys;
+  const int64_t k_begin = split * split_keys;
+  const int64_t k_end = min(kv_len, k_begin + split_keys);
+  const int t = threadIdx.x;
+  float* ws = s.workspace + ((b * s.kv_heads + g) * s.splits + split) * rows * (d + 2);
+  if (k_begin >= k_end) {
+    for (int r = t; r < rows; r += blockDim.x) {
+      ws[r * (d + 2) + d] = -INFINITY;
+      ws[r * (d + 2) + d + 1] = 0.0f;
+    }
+    return;
+  }
   extern __shared__ float4 smem_f4[];
   float* q_s = reinterpret_cast<float*>(smem_f4);
   float* s_s = q_s + rows * d;
@@ -265,22 +335,21 @@ __global__ void __launch_bounds__(kDecodeThreads)
   float* l_s = m_s + rows;
   float* corr_s = l_s + rows;
   float* o_s = corr_s + rows;
-  const int t = threadIdx.x;
   const int warp = t / kWarp;
   const int lane = t % kWarp;
 
   for (int idx = t; idx < rows * d; idx += blockDim.x) {
     const int r = idx / d;
     const int c = idx % d;
-    q_s[idx] = p.q[(r / group) * p.ld + (g * group + r % group) * d + c];
+    q_s[idx] = s.q[(b * s.tokens + r / group) * s.ld + (g * group + r % group) * d + c];
     o_s[idx] = 0.0f;
   }
   for (int r = t; r < rows; r += blockDim.x) {
     m_s[r] = -INFINITY;
     l_s[r] = 0.0f;
   }
-  const uint16_t* kc = p.k_cache + g * p.capacity * d;
-  const uint16_t* vc = p.v_cache + g * p.capacity * d;
+  const uint16_t* kc = seq.k_cache + g * seq.capacity * d;
+  const uint16_t* vc = seq.v_cache + g * seq.capacity * d;
   const int pairs = d / 2;
   const int dp = t % pairs;
   const int ks = t / pairs;
@@ -303,10 +372,10 @@ __global__ void __launch_bounds__(kDecodeThreads)
 #pragma unroll
         for (int r = 0; r < kDecodeMaxRows; ++r) {
           if (r < rows) {
-            const float4 a = *reinterpret_cast<const float4*>(q_s + r * d + c);
-            const float4 b = *reinterpret_cast<const float4*>(q_s + r * d + c + 4);
-            dots[r] += a.x * kf[0] + a.y * kf[1] + a.z * kf[2] + a.w * kf[3] + b.x * kf[4] +
-                       b.y * kf[5] + b.z * kf[6] + b.w * kf[7];
+            const float4 x = *reinterpret_cast<const float4*>(q_s + r * d + c);
+            const float4 y = *reinterpret_cast<const float4*>(q_s + r * d + c + 4);
+            dots[r] += x.x * kf[0] + x.y * kf[1] + x.z * kf[2] + x.w * kf[3] + y.x * kf[4] +
+                       y.y * kf[5] + y.z * kf[6] + y.w * kf[7];
           }
         }
       }
@@ -314,8 +383,8 @@ __global__ void __launch_bounds__(kDecodeThreads)
 #pragma unroll
     for (int r = 0; r < kDecodeMaxRows; ++r) {
       if (r < rows) {
-        const bool visible = j < k_end && j <= p.past + r / group;
-        s_s[r * kDecodeKeys + t] = visible ? dots[r] * p.scale : -INFINITY;
+        const bool visible = j < k_end && j <= seq.past + r / group;
+        s_s[r * kDecodeKeys + t] = visible ? dots[r] * s.scale : -INFINITY;
       }
     }
     __syncthreads();
@@ -368,8 +437,8 @@ __global__ void __launch_bounds__(kDecodeThreads)
     __syncthreads();
   }
 
-  for (int s = 0; s < subsets; ++s) {
-    if (ks == s) {
+  for (int sub = 0; sub < subsets; ++sub) {
+    if (ks == sub) {
 #pragma unroll
       for (int r = 0; r < kDecodeMaxRows; ++r) {
         if (r < rows) {
@@ -380,7 +449,6 @@ __global__ void __launch_bounds__(kDecodeThreads)
     }
     __syncthreads();
   }
-  float* ws = pp.workspace + (g * pp.splits + split) * rows * (d + 2);
   for (int idx = t; idx < rows * d; idx += blockDim.x) ws[(idx / d) * (d + 2) + idx % d] = o_s[idx];
   for (int r = t; r < rows; r += blockDim.x) {
     ws[r * (d + 2) + d] = m_s[r];
@@ -388,34 +456,60 @@ __global__ void __launch_bounds__(kDecodeThreads)
   }
 }
 
-// Block (row, kv head g): merges the splits of one query row.
-__global__ void AttentionCombineKernel(SoftmaxAttentionCudaParams pp) {
-  const SoftmaxAttentionParams& p = pp.attn;
-  const int d = static_cast<int>(p.head_dim);
-  const int group = static_cast<int>(p.heads / p.kv_heads);
-  const int rows = static_cast<int>(p.tokens) * group;
+// Block (row, kv head g, sequence b): merges the splits of one query row, skipping those that
+// saw no visible key (m = -inf).
+__global__ void AttentionCombineKernel(SeqBatch s) {
+  const int d = static_cast<int>(s.head_dim);
+  const int group = static_cast<int>(s.heads / s.kv_heads);
+  const int rows = static_cast<int>(s.tokens) * group;
   const int r = blockIdx.x;
   const int64_t g = blockIdx.y;
+  const int64_t b = blockIdx.z;
   const int64_t stride = static_cast<int64_t>(rows) * (d + 2);
-  const float* base = pp.workspace + g * pp.splits * stride + r * (d + 2);
+  const float* base = s.workspace + (b * s.kv_heads + g) * s.splits * stride + r * (d + 2);
   float m = -INFINITY;
-  for (int64_t s = 0; s < pp.splits; ++s) m = fmaxf(m, base[s * stride + d]);
+  for (int64_t i = 0; i < s.splits; ++i) m = fmaxf(m, base[i * stride + d]);
   float l = 0.0f;
-  for (int64_t s = 0; s < pp.splits; ++s) {
-    const float ms = base[s * stride + d];
-    if (ms != -INFINITY) l += base[s * stride + d + 1] * expf(ms - m);
+  for (int64_t i = 0; i < s.splits; ++i) {
+    const float mi = base[i * stride + d];
+    if (mi != -INFINITY) l += base[i * stride + d + 1] * expf(mi - m);
   }
   const float inv = 1.0f / l;
-  const int64_t t = r / group;
-  float* out = p.out + t * p.heads * d + (g * group + r % group) * d;
+  const int64_t row = b * s.tokens + r / group;
+  float* out = s.out + row * s.heads * d + (g * group + r % group) * d;
   for (int c = threadIdx.x; c < d; c += blockDim.x) {
     float o = 0.0f;
-    for (int64_t s = 0; s < pp.splits; ++s) {
-      const float ms = base[s * stride + d];
-      if (ms != -INFINITY) o += base[s * stride + c] * expf(ms - m);
+    for (int64_t i = 0; i < s.splits; ++i) {
+      const float mi = base[i * stride + d];
+      if (mi != -INFINITY) o += base[i * stride + c] * expf(mi - m);
     }
     out[c] = o * inv;
   }
+}
+
+// Stores the new K/V rows, then the split-KV decode and its combine.
+cudaError_t LaunchDecode(const SeqBatch& s, cudaStream_t stream) {
+  const cudaError_t e = LaunchStoreKv(s, stream);
+  if (e != cudaSuccess) return e;
+  const int64_t rows = s.tokens * (s.heads / s.kv_heads);
+  AttentionDecodeKernel<<<dim3(static_cast<unsigned>(s.splits), static_cast<unsigned>(s.kv_heads),
+                               static_cast<unsigned>(s.batch)),
+                          kDecodeThreads, DecodeSmemBytes(rows, s.head_dim), stream>>>(s);
+  AttentionCombineKernel<<<dim3(static_cast<unsigned>(rows), static_cast<unsigned>(s.kv_heads),
+                                static_cast<unsigned>(s.batch)),
+                           128, 0, stream>>>(s);
+  return cudaGetLastError();
+}
+
+// Key splits for `pairs` (sequence, KV head) pairs: about two blocks per SM in all.
+int64_t DecodeSplits(int sm_count, int64_t pairs) {
+  return std::clamp<int64_t>(CeilDiv(2 * std::max(sm_count, 1), std::max<int64_t>(pairs, 1)), 1,
+                             kMaxDecodeSplits);
+}
+
+bool HeadsSupported(int64_t heads, int64_t kv_heads, int64_t head_dim) {
+  return (head_dim == 32 || head_dim == 64 || head_dim == 128) && kv_heads > 0 &&
+         kv_heads <= 65535 && heads > 0 && heads % kv_heads == 0;
 }
 
 template <int D>
@@ -444,21 +538,16 @@ size_t PlanSoftmaxAttention(SoftmaxAttentionCudaParams* p, int sm_count) {
   const int64_t rows = a.tokens * group;
   p->decode = rows <= kDecodeMaxRows;
   p->splits = 1;
-  p->split_keys = 0;
-  if (!p->decode || a.tokens == 0) return 0;
-  const int64_t kv_len = a.past + a.tokens;
-  // About two blocks per SM, each at least one 256-key tile.
-  const int64_t want =
-      std::max<int64_t>(1, CeilDiv(2 * std::max(sm_count, 1), std::max<int64_t>(1, a.kv_heads)));
-  p->split_keys = std::max<int64_t>(kDecodeKeys, CeilDiv(kv_len, want));
-  p->splits = CeilDiv(kv_len, p->split_keys);
+  if (!p->decode || a.tokens <= 0 || !HeadsSupported(a.heads, a.kv_heads, a.head_dim)) return 0;
+  // The length is known here: no more splits than 256-key tiles.
+  p->splits = std::min(DecodeSplits(sm_count, a.kv_heads),
+                       std::max<int64_t>(1, CeilDiv(a.past + a.tokens, kDecodeKeys)));
   return sizeof(float) * static_cast<size_t>(a.kv_heads * p->splits * rows * (a.head_dim + 2));
 }
 
 bool CanImplement(const SoftmaxAttentionCudaParams& p) {
   const SoftmaxAttentionParams& a = p.attn;
-  if (a.head_dim != 32 && a.head_dim != 64 && a.head_dim != 128) return false;
-  if (a.kv_heads <= 0 || a.heads % a.kv_heads != 0 || a.kv_heads > 65535) return false;
+  if (!HeadsSupported(a.heads, a.kv_heads, a.head_dim)) return false;
   if (a.tokens < 0 || a.past < 0 || a.past + a.tokens > a.capacity) return false;
   if (a.ld < a.heads * a.head_dim) return false;
   if (a.q == nullptr || a.k == nullptr || a.v == nullptr || a.out == nullptr ||
@@ -467,8 +556,7 @@ bool CanImplement(const SoftmaxAttentionCudaParams& p) {
   }
   const int64_t group = a.heads / a.kv_heads;
   if (p.decode) {
-    return a.tokens * group <= kDecodeMaxRows && p.splits >= 1 && p.splits <= 65535 &&
-           p.split_keys * p.splits >= a.past + a.tokens &&
+    return a.tokens * group <= kDecodeMaxRows && p.splits >= 1 && p.splits <= kMaxDecodeSplits &&
            (a.tokens == 0 || p.workspace != nullptr);
   }
   return kTileRows % group == 0 && CeilDiv(a.tokens, kTileRows / group) < (1ll << 31);
@@ -487,18 +575,10 @@ cudaError_t InitSoftmaxAttentionKernels() {
 cudaError_t Launch(const SoftmaxAttentionCudaParams& p, cudaStream_t stream) {
   const SoftmaxAttentionParams& a = p.attn;
   if (a.tokens == 0) return cudaSuccess;
-  const int64_t n = a.tokens * a.kv_heads * a.head_dim;
-  StoreKvKernel<<<static_cast<unsigned>(std::clamp<int64_t>(CeilDiv(n, 256), 1, 1 << 20)), 256, 0,
-                  stream>>>(a);
-  if (p.decode) {
-    const int64_t rows = a.tokens * (a.heads / a.kv_heads);
-    AttentionDecodeKernel<<<dim3(static_cast<unsigned>(p.splits),
-                                 static_cast<unsigned>(a.kv_heads)),
-                            kDecodeThreads, DecodeSmemBytes(rows, a.head_dim), stream>>>(p);
-    AttentionCombineKernel<<<dim3(static_cast<unsigned>(rows), static_cast<unsigned>(a.kv_heads)),
-                             128, 0, stream>>>(p);
-    return cudaGetLastError();
-  }
+  const SeqBatch s = SingleSequence(a, p.splits, p.workspace);
+  if (p.decode) return LaunchDecode(s, stream);
+  const cudaError_t e = LaunchStoreKv(s, stream);
+  if (e != cudaSuccess) return e;
   switch (a.head_dim) {
     case 32:
       return LaunchPrefill<32>(p, stream);
@@ -507,6 +587,35 @@ cudaError_t Launch(const SoftmaxAttentionCudaParams& p, cudaStream_t stream) {
     default:
       return LaunchPrefill<128>(p, stream);
   }
+}
+
+size_t PlanSoftmaxDecode(SoftmaxDecodeCudaParams* p, int sm_count) {
+  const SoftmaxDecodeParams& a = p->step;
+  p->splits = 1;
+  if (a.batch <= 0 || !HeadsSupported(a.heads, a.kv_heads, a.head_dim)) return 0;
+  p->splits = DecodeSplits(sm_count, a.batch * a.kv_heads);
+  const int64_t group = a.heads / a.kv_heads;
+  return sizeof(float) *
+         static_cast<size_t>(a.batch * a.kv_heads * p->splits * group * (a.head_dim + 2));
+}
+
+bool CanImplement(const SoftmaxDecodeCudaParams& p) {
+  const SoftmaxDecodeParams& a = p.step;
+  if (!HeadsSupported(a.heads, a.kv_heads, a.head_dim)) return false;
+  if (a.heads / a.kv_heads > kDecodeMaxRows || a.ld < a.heads * a.head_dim) return false;
+  if (a.batch < 0 || a.batch > 65535) return false;
+  if (a.batch == 0) return true;
+  return a.q != nullptr && a.k != nullptr && a.v != nullptr && a.out != nullptr &&
+         a.seqs != nullptr && p.splits >= 1 && p.splits <= kMaxDecodeSplits &&
+         p.workspace != nullptr;
+}
+
+cudaError_t Launch(const SoftmaxDecodeCudaParams& p, cudaStream_t stream) {
+  const SoftmaxDecodeParams& a = p.step;
+  if (a.batch == 0) return cudaSuccess;
+  const SeqBatch s{a.q, a.k,     a.v,        a.ld,       a.out,   a.seqs,   KvCacheRef{}, a.batch,
+                   1,   a.heads, a.kv_heads, a.head_dim, a.scale, p.splits, p.workspace};
+  return LaunchDecode(s, stream);
 }
 
 }  // namespace ringserve::kernels::cuda

@@ -97,5 +97,56 @@ INSTANTIATE_TEST_SUITE_P(Shapes, SoftmaxAttentionTest,
                                            Shape{8, 2, 128, 1000, 3}, Shape{4, 4, 64, 513, 4},
                                            Shape{8, 2, 128, 300, 70}, Shape{2, 1, 32, 0, 130}));
 
+// The batched decode op equals SoftmaxAttention of one token per sequence, bit for bit, for
+// sequences of different lengths and capacities (caches and outputs both).
+TEST(SoftmaxAttentionDecodeTest, EqualsOneSequenceAtATime) {
+  constexpr int64_t kHeads = 8, kKvHeads = 2, kD = 64;
+  constexpr int64_t kLd = (kHeads + 2 * kKvHeads) * kD;
+  const std::vector<int64_t> pasts = {0, 37, 300};
+  const std::vector<int64_t> capacities = {4, 40, 512};
+  const int64_t batch = static_cast<int64_t>(pasts.size());
+  const float scale = 1.0f / std::sqrt(static_cast<float>(kD));
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> history(512 * kLd), step(batch * kLd);
+  for (float& x : history) x = normal(rng);
+  for (float& x : step) x = normal(rng);
+  CpuBackend backend(2);
+  // Per sequence: [k_cache, v_cache] for the batched run and for the one-at-a-time run.
+  std::vector<std::vector<uint16_t>> caches;
+  for (int64_t b = 0; b < batch; ++b) {
+    std::vector<uint16_t> k(kKvHeads * capacities[b] * kD), v(k.size());
+    std::vector<float> scratch(std::max<int64_t>(pasts[b], 1) * kHeads * kD);
+    if (pasts[b] > 0) {
+      backend.SoftmaxAttention({history.data(), history.data() + kHeads * kD,
+                                history.data() + (kHeads + kKvHeads) * kD, kLd, scratch.data(),
+                                k.data(), v.data(), capacities[b], 0, pasts[b], kHeads, kKvHeads,
+                                kD, scale});
+    }
+    for (int copy = 0; copy < 2; ++copy) {
+      caches.push_back(k);
+      caches.push_back(v);
+    }
+  }
+  std::vector<KvCacheRef> refs;
+  for (int64_t b = 0; b < batch; ++b) {
+    refs.push_back({caches[4 * b].data(), caches[4 * b + 1].data(), capacities[b], pasts[b]});
+  }
+  std::vector<float> batched(batch * kHeads * kD), single(batched.size());
+  backend.SoftmaxAttentionDecode({step.data(), step.data() + kHeads * kD,
+                                  step.data() + (kHeads + kKvHeads) * kD, kLd, batched.data(),
+                                  refs.data(), batch, kHeads, kKvHeads, kD, scale});
+  for (int64_t b = 0; b < batch; ++b) {
+    const float* row = step.data() + b * kLd;
+    backend.SoftmaxAttention({row, row + kHeads * kD, row + (kHeads + kKvHeads) * kD, kLd,
+                              single.data() + b * kHeads * kD, caches[4 * b + 2].data(),
+                              caches[4 * b + 3].data(), capacities[b], pasts[b], 1, kHeads,
+                              kKvHeads, kD, scale});
+    EXPECT_EQ(caches[4 * b], caches[4 * b + 2]) << "keys of sequence " << b;
+    EXPECT_EQ(caches[4 * b + 1], caches[4 * b + 3]) << "values of sequence " << b;
+  }
+  EXPECT_EQ(batched, single);
+}
+
 }  // namespace
 }  // namespace ringserve::kernels

@@ -149,6 +149,51 @@ TEST_F(ModelTest, BatchedDecodeEqualsSeparateDecodes) {
   }
 }
 
+// Steps replayed from captured graphs must equal eager steps bit for bit while the batch
+// changes: which sequences, their order, their lengths and the batch size.
+TEST_F(ModelTest, DecodeGraphsMatchEagerStepsAsTheBatchChanges) {
+  kernels::CpuBackend backend(2);
+  auto graphed = HybridModel::Load(dir_->path(), &backend, {.max_graph_batch = 3});
+  auto eager = HybridModel::Load(dir_->path(), &backend, {.max_graph_batch = 0});
+  ASSERT_TRUE(graphed.ok() && eager.ok());
+  ASSERT_EQ((*graphed)->max_graph_batch(), 3);
+  std::vector<std::unique_ptr<SequenceState>> g_states, e_states;
+  for (int i = 0; i < 4; ++i) {
+    for (auto* list : {&g_states, &e_states}) {
+      HybridModel* m = list == &g_states ? graphed->get() : eager->get();
+      auto s = m->NewState(128);
+      ASSERT_TRUE(s.ok());
+      ASSERT_TRUE(m->Prefill(Prompt(5 + 9 * i, i), s->get(), 16, LogitsMode::kNone, nullptr).ok());
+      list->push_back(std::move(*s));
+    }
+  }
+  // Sizes 3 and 2 are captured on first use and replayed after; size 4 is over the bound.
+  const std::vector<std::vector<int>> batches = {{0, 1, 2}, {0, 1, 2},    {2, 0}, {1, 3, 0}, {3},
+                                                 {1, 3, 0}, {0, 1, 2, 3}, {3, 1}, {2, 3, 1}, {3}};
+  const kernels::SamplingParams greedy{.temperature = 0.0f};
+  int32_t token = 11;
+  for (size_t step = 0; step < batches.size(); ++step) {
+    std::vector<SequenceState*> g_batch, e_batch;
+    std::vector<int32_t> tokens;
+    for (int i : batches[step]) {
+      g_batch.push_back(g_states[i].get());
+      e_batch.push_back(e_states[i].get());
+      tokens.push_back(token = (token * 31 + 7) % 1000);
+    }
+    const std::vector<kernels::SamplingParams> params(tokens.size(), greedy);
+    std::vector<int32_t> g_ids(tokens.size()), e_ids(tokens.size());
+    std::vector<float> g_logits, e_logits;
+    ASSERT_TRUE(
+        (*graphed)->DecodeStep(g_batch, tokens, params.data(), g_ids.data(), &g_logits).ok());
+    ASSERT_TRUE((*eager)->DecodeStep(e_batch, tokens, params.data(), e_ids.data(), &e_logits).ok());
+    EXPECT_EQ(g_logits, e_logits) << "step " << step;
+    EXPECT_EQ(g_ids, e_ids) << "step " << step;
+  }
+  EXPECT_EQ((*graphed)->graphs_captured(), 3);  // sizes 1, 2 and 3
+  EXPECT_EQ((*eager)->graphs_captured(), 0);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(g_states[i]->position(), e_states[i]->position());
+}
+
 TEST_F(ModelTest, ShardedCheckpointLoadsTheSameModel) {
   TempDir sharded;
   ringserve::testing::WriteTinyModel(sharded.path(), 7, 3);

@@ -104,12 +104,16 @@ class CudaModelTest : public ::testing::TestWithParam<Case> {
     }
     cpu_ = l.cpu.get();
     gpu_ = l.gpu[c.split_bf16].get();
+    gpu_backend_ = l.gpu_backends[c.split_bf16].get();
+    dir_ = l.dir->path();
     vocab_ = cpu_->config().vocab_size;
   }
 
   static std::map<std::string, Loaded>* cache_;
   HybridModel* cpu_ = nullptr;
   HybridModel* gpu_ = nullptr;
+  kernels::CudaBackend* gpu_backend_ = nullptr;
+  std::string dir_;
   int64_t vocab_ = 0;
 };
 std::map<std::string, Loaded>* CudaModelTest::cache_ = nullptr;
@@ -196,6 +200,53 @@ TEST_P(CudaModelTest, BatchedDecodeMatchesTheCpu) {
       next[i] = Argmax(std::span<const float>(want).subspan(i * vocab_, vocab_));
     }
   }
+}
+
+// Decode steps replayed from CUDA graphs against eager steps on the same device, while the batch
+// changes (members, order, size) and prefills in between grow the backend's scratch memory,
+// which makes the captured graphs stale and forces new captures.
+TEST_P(CudaModelTest, DecodeGraphsMatchEagerSteps) {
+  auto eager = HybridModel::Load(dir_, gpu_backend_, {.max_graph_batch = 0});
+  ASSERT_TRUE(eager.ok()) << eager.status();
+  std::vector<std::unique_ptr<SequenceState>> g_owned, e_owned;
+  auto add_sequence = [&](int n, int seed) {
+    const std::vector<int32_t> prompt = Prompt(n, vocab_, seed);
+    auto g = gpu_->NewState(512);
+    auto e = (*eager)->NewState(512);
+    ASSERT_TRUE(g.ok() && e.ok());
+    ASSERT_TRUE(gpu_->Prefill(prompt, g->get(), 512, LogitsMode::kNone, nullptr).ok());
+    ASSERT_TRUE((*eager)->Prefill(prompt, e->get(), 512, LogitsMode::kNone, nullptr).ok());
+    g_owned.push_back(std::move(*g));
+    e_owned.push_back(std::move(*e));
+  };
+  for (int i = 0; i < 4; ++i) add_sequence(7 + 11 * i, 20 + i);
+  const std::vector<std::vector<int>> batches = {{0, 1, 2}, {0, 1, 2}, {2, 0}, {1, 3, 0},
+                                                 {3},       {1, 3, 0}, {3, 1}, {2, 3, 1}};
+  const kernels::SamplingParams greedy{.temperature = 0.0f};
+  int32_t token = 11;
+  for (size_t step = 0; step < 2 * batches.size(); ++step) {
+    // Halfway, a long prefill grows the backend's scratch memory: the graphs go stale.
+    if (step == batches.size()) add_sequence(400, 30);
+    std::vector<SequenceState*> g_batch, e_batch;
+    std::vector<int32_t> tokens;
+    for (int i : batches[step % batches.size()]) {
+      g_batch.push_back(g_owned[i].get());
+      e_batch.push_back(e_owned[i].get());
+      tokens.push_back(token = static_cast<int32_t>((token * 31 + 7) % vocab_));
+    }
+    const std::vector<kernels::SamplingParams> params(tokens.size(), greedy);
+    std::vector<int32_t> g_ids(tokens.size()), e_ids(tokens.size());
+    std::vector<float> g_logits, e_logits;
+    const absl::Status gs =
+        gpu_->DecodeStep(g_batch, tokens, params.data(), g_ids.data(), &g_logits);
+    ASSERT_TRUE(gs.ok()) << gs;
+    const absl::Status es =
+        (*eager)->DecodeStep(e_batch, tokens, params.data(), e_ids.data(), &e_logits);
+    ASSERT_TRUE(es.ok()) << es;
+    EXPECT_LT(RelDiff(g_logits, e_logits), 1e-6) << "step " << step;
+    EXPECT_EQ(g_ids, e_ids) << "step " << step;
+  }
+  EXPECT_EQ(gpu_->graphs_captured(), 3);  // sizes 1, 2 and 3 (captured again after going stale)
 }
 
 INSTANTIATE_TEST_SUITE_P(Presets, CudaModelTest,

@@ -161,8 +161,8 @@ TEST_F(CudaOpsTest, Embed) {
       "embed",
       [&](Backend* be) -> Tensors {
         const Weight w = UploadBf16(be, table, vocab, cols);
-        Mem out(be, ids.size() * cols * sizeof(float));
-        be->Embed(w, ids.data(), static_cast<int64_t>(ids.size()), out.as<float>());
+        Mem idm(be, ids), out(be, ids.size() * cols * sizeof(float));
+        be->Embed(w, idm.as<int32_t>(), static_cast<int64_t>(ids.size()), out.as<float>());
         return {{"out", out.ReadFloats(ids.size() * cols)}};
       },
       0.0, 0.0);
@@ -318,13 +318,15 @@ TEST_F(CudaOpsTest, LinearAttentionDecode) {
         [&](Backend* be) -> Tensors {
           Mem in(be, qkv), st(be, states0), dm(be, decay), out(be, batch * inner * sizeof(float));
           std::vector<float*> ptrs;
-          // Sequences in reverse memory order: the pointer table, not the layout, selects each
-          // state.
+          // Sequences in reverse memory order: the pointer table (backend memory), not the
+          // layout, selects each state.
           for (int64_t b = 0; b < batch; ++b)
             ptrs.push_back(st.as<float>() + (batch - 1 - b) * inner * head_dim);
+          Mem pm(be, ptrs);
           const float* q = in.as<float>();
-          be->LinearAttentionDecode({q, q + inner, q + 2 * inner, ld, out.as<float>(), ptrs.data(),
-                                     dm.as<float>(), batch, heads, head_dim, 0.125f});
+          be->LinearAttentionDecode({q, q + inner, q + 2 * inner, ld, out.as<float>(),
+                                     pm.as<float*>(), dm.as<float>(), batch, heads, head_dim,
+                                     0.125f});
           return {{"out", out.ReadFloats(batch * inner)},
                   {"states", st.ReadFloats(batch * inner * head_dim)}};
         },
@@ -375,6 +377,121 @@ TEST_F(CudaOpsTest, SoftmaxAttention) {
                   {"v_cache", vc.ReadBf16(cache)}};
         },
         decode ? 2e-5 : 2e-2, decode ? 2e-5 : 2e-4);
+  }
+}
+
+// A batched softmax decode step: inputs and the sequences' caches, laid out in one arena in
+// reverse order so that the KvCacheRef table, not the layout, selects each cache.
+struct DecodeCase {
+  int64_t batch = 0, heads = 0, kv_heads = 0, head_dim = 0, ld = 0;
+  std::vector<int64_t> pasts;
+  std::vector<int64_t> capacities;
+  std::vector<int64_t> offsets;  // of each sequence's cache in the arena, elements
+  int64_t arena = 0;
+  std::vector<float> qkv;        // [batch, ld]: q, k, v
+  std::vector<uint16_t> cache0;  // [arena], bf16
+};
+
+DecodeCase MakeDecodeCase(int64_t batch, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                          std::vector<int64_t> pasts, std::vector<int64_t> capacities,
+                          uint32_t seed) {
+  DecodeCase c;
+  c.batch = batch;
+  c.heads = heads;
+  c.kv_heads = kv_heads;
+  c.head_dim = head_dim;
+  c.ld = (heads + 2 * kv_heads) * head_dim + 8;
+  c.pasts = std::move(pasts);
+  c.capacities = std::move(capacities);
+  c.offsets.resize(batch);
+  for (int64_t b = batch - 1; b >= 0; --b) {
+    c.offsets[b] = c.arena;
+    c.arena += kv_heads * c.capacities[b] * head_dim;
+  }
+  c.qkv = Random(batch * c.ld, seed, -2.0f, 2.0f);
+  c.cache0 = RandomBf16(c.arena, seed + 1, 2.0f);
+  return c;
+}
+
+// Pasts of test sequence i: 0, small, and every 16th several thousand (none a multiple of 256).
+int64_t DecodePast(int64_t i) { return i % 16 == 2 ? 4099 + 3 * i : (i * 131) % 600; }
+
+// Backend memory of a DecodeCase.
+struct DecodeMem {
+  DecodeMem(Backend* be, const DecodeCase& c)
+      : be(be),
+        in(be, c.qkv),
+        k(be, c.cache0),
+        v(be, c.cache0),
+        out(be, c.batch * c.heads * c.head_dim * sizeof(float)),
+        seqs(be, Refs(c)) {}
+
+  std::vector<KvCacheRef> Refs(const DecodeCase& c) const {
+    std::vector<KvCacheRef> refs;
+    for (int64_t b = 0; b < c.batch; ++b) {
+      refs.push_back({k.as<uint16_t>() + c.offsets[b], v.as<uint16_t>() + c.offsets[b],
+                      c.capacities[b], c.pasts[b]});
+    }
+    return refs;
+  }
+  // Overwrites the inputs, caches and table with those of `c` (of the same sizes).
+  void Load(const DecodeCase& c) {
+    be->CopyToDevice(in.as<void>(), c.qkv.data(), c.qkv.size() * sizeof(float));
+    be->CopyToDevice(k.as<void>(), c.cache0.data(), c.cache0.size() * sizeof(uint16_t));
+    be->CopyToDevice(v.as<void>(), c.cache0.data(), c.cache0.size() * sizeof(uint16_t));
+    const std::vector<KvCacheRef> refs = Refs(c);
+    be->CopyToDevice(seqs.as<void>(), refs.data(), refs.size() * sizeof(KvCacheRef));
+  }
+  SoftmaxDecodeParams Params(const DecodeCase& c) const {
+    const float* q = in.as<float>();
+    return {q,
+            q + c.heads * c.head_dim,
+            q + (c.heads + c.kv_heads) * c.head_dim,
+            c.ld,
+            out.as<float>(),
+            seqs.as<KvCacheRef>(),
+            c.batch,
+            c.heads,
+            c.kv_heads,
+            c.head_dim,
+            1.0f / std::sqrt(static_cast<float>(c.head_dim))};
+  }
+  Tensors Read(const DecodeCase& c) const {
+    return {{"out", out.ReadFloats(c.batch * c.heads * c.head_dim)},
+            {"k_cache", k.ReadBf16(c.arena)},
+            {"v_cache", v.ReadBf16(c.arena)}};
+  }
+
+  Backend* be;
+  Mem in, k, v, out, seqs;
+};
+
+TEST_F(CudaOpsTest, SoftmaxAttentionDecode) {
+  struct Shape {
+    int64_t batch, first, heads, kv_heads, head_dim;
+  };
+  // Sequence b has past DecodePast(first + b); groups 1, 4 and 8.
+  const Shape shapes[] = {{1, 0, 8, 8, 64},    {1, 2, 32, 4, 128}, {3, 0, 8, 8, 128},
+                          {17, 0, 16, 2, 128}, {17, 1, 16, 4, 64}, {64, 0, 8, 2, 64},
+                          {64, 3, 16, 2, 128}};
+  for (const Shape& s : shapes) {
+    std::vector<int64_t> pasts, capacities;
+    for (int64_t b = 0; b < s.batch; ++b) {
+      pasts.push_back(DecodePast(s.first + b));
+      capacities.push_back(pasts.back() + 1 + (b % 3) * 5);
+    }
+    const DecodeCase c =
+        MakeDecodeCase(s.batch, s.heads, s.kv_heads, s.head_dim, pasts, capacities, 75);
+    Check(
+        "softmax_decode B=" + std::to_string(s.batch) + " first=" + std::to_string(s.first) +
+            " H=" + std::to_string(s.heads) + "/" + std::to_string(s.kv_heads) +
+            " D=" + std::to_string(s.head_dim),
+        [&](Backend* be) -> Tensors {
+          DecodeMem m(be, c);
+          be->SoftmaxAttentionDecode(m.Params(c));
+          return m.Read(c);
+        },
+        2e-5, 2e-5);
   }
 }
 
@@ -477,6 +594,148 @@ TEST_F(CudaOpsTest, Sample) {
           0.0, 0.0);
     }
   }
+}
+
+// The ops of the graph tests: y = fill + x, an embedding and a batched decode step.
+struct GraphOps {
+  GraphOps(Backend* be, const DecodeCase& c, int64_t n, const Weight& table, int64_t num_ids)
+      : decode(be, c),
+        x(be, n * sizeof(float)),
+        y(be, n * sizeof(float)),
+        ids(be, num_ids * sizeof(int32_t)),
+        emb(be, num_ids * table.cols * sizeof(float)) {}
+
+  void Run(Backend* be, const DecodeCase& c, int64_t n, const Weight& table, int64_t num_ids) {
+    be->Fill(y.as<float>(), 1.5f, n);
+    be->Add(y.as<float>(), x.as<float>(), n);
+    be->Embed(table, ids.as<int32_t>(), num_ids, emb.as<float>());
+    be->SoftmaxAttentionDecode(decode.Params(c));
+  }
+
+  DecodeMem decode;
+  Mem x, y, ids, emb;
+};
+
+TEST_F(CudaOpsTest, GraphReplayMatchesEagerCalls) {
+  const int64_t batch = 5, n = 1000, vocab = 64, cols = 32, num_ids = 6, capacity = 4300;
+  // Rounds with other inputs, caches, lengths and token ids behind the same pointers.
+  std::vector<DecodeCase> rounds;
+  std::vector<std::vector<int32_t>> ids;
+  for (int64_t round = 0; round < 3; ++round) {
+    std::vector<int64_t> pasts;
+    for (int64_t b = 0; b < batch; ++b) pasts.push_back(DecodePast(7 * round + b));
+    rounds.push_back(MakeDecodeCase(batch, 16, 4, 128, pasts, std::vector<int64_t>(batch, capacity),
+                                    static_cast<uint32_t>(300 + 10 * round)));
+    std::vector<int32_t> round_ids;
+    for (int64_t i = 0; i < num_ids; ++i)
+      round_ids.push_back(static_cast<int32_t>((i * 13 + round * 7) % vocab));
+    ids.push_back(round_ids);
+  }
+  CudaBackend* be = fast_.get();
+  const Weight table = UploadBf16(be, RandomBf16(vocab * cols, 310, 1.0f), vocab, cols);
+  GraphOps ops(be, rounds[0], n, table, num_ids);
+  auto load = [&](int64_t round) {
+    ops.decode.Load(rounds[round]);
+    const std::vector<float> x = Random(n, static_cast<uint32_t>(320 + round));
+    be->CopyToDevice(ops.x.as<void>(), x.data(), n * sizeof(float));
+    be->CopyToDevice(ops.ids.as<void>(), ids[round].data(), num_ids * sizeof(int32_t));
+  };
+  auto read = [&](int64_t round) {
+    Tensors t = ops.decode.Read(rounds[round]);
+    t.push_back({"y", ops.y.ReadFloats(n)});
+    t.push_back({"embed", ops.emb.ReadFloats(num_ids * cols)});
+    return t;
+  };
+
+  // Eager warm-up sizes the scratch memory, then the capture records without running.
+  load(0);
+  ops.Run(be, rounds[0], n, table, num_ids);
+  ASSERT_TRUE(be->Synchronize().ok());
+  ASSERT_TRUE(be->BeginCapture().ok());
+  ops.Run(be, rounds[0], n, table, num_ids);
+  absl::StatusOr<std::unique_ptr<Graph>> graph = be->EndCapture();
+  ASSERT_TRUE(graph.ok()) << graph.status();
+
+  for (int64_t round = 0; round < 3; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    load(round);
+    const absl::Status replay = (*graph)->Replay();
+    ASSERT_TRUE(replay.ok()) << replay;
+    ASSERT_TRUE(be->Synchronize().ok());
+    const Tensors replayed = read(round);
+    load(round);
+    ops.Run(be, rounds[round], n, table, num_ids);
+    ASSERT_TRUE(be->Synchronize().ok());
+    const Tensors eager = read(round);
+    ASSERT_EQ(replayed.size(), eager.size());
+    for (size_t i = 0; i < eager.size(); ++i) {
+      EXPECT_EQ(RelDiff(replayed[i].second, eager[i].second), 0.0) << eager[i].first;
+    }
+  }
+}
+
+TEST_F(CudaOpsTest, CaptureFailsOnCallsThatCannotBeRecorded) {
+  CudaBackend* be = fast_.get();
+  Mem x(be, std::vector<float>(64, 1.0f));
+  std::vector<float> host(64);
+  ASSERT_TRUE(be->BeginCapture().ok());
+  EXPECT_EQ(be->BeginCapture().code(), absl::StatusCode::kFailedPrecondition);
+  be->Fill(x.as<float>(), 2.0f, 64);
+  be->CopyToHost(host.data(), x.as<float>(), 64 * sizeof(float));
+  EXPECT_EQ(be->Synchronize().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(be->EndCapture().status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(be->EndCapture().status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(be->Synchronize().ok());
+
+  ASSERT_TRUE(be->BeginCapture().ok());
+  EXPECT_EQ(be->Allocate(64).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(be->EndCapture().status().code(), absl::StatusCode::kFailedPrecondition);
+
+  // A scratch slot first used inside the capture would have to be allocated there.
+  const DecodeCase c = MakeDecodeCase(2, 8, 2, 64, {3, 9}, {16, 16}, 330);
+  DecodeMem m(be, c);
+  ASSERT_TRUE(be->Synchronize().ok());
+  ASSERT_TRUE(be->BeginCapture().ok());
+  be->SoftmaxAttentionDecode(m.Params(c));
+  EXPECT_EQ(be->EndCapture().status().code(), absl::StatusCode::kFailedPrecondition);
+
+  // The backend still works eagerly.
+  be->Fill(x.as<float>(), 3.0f, 64);
+  EXPECT_EQ(x.ReadFloats(64), std::vector<float>(64, 3.0f));
+  EXPECT_TRUE(be->Synchronize().ok());
+}
+
+TEST_F(CudaOpsTest, ReplayFailsAfterScratchGrows) {
+  CudaBackend* be = fast_.get();
+  const DecodeCase small = MakeDecodeCase(2, 32, 4, 128, {3, 700}, {16, 710}, 340);
+  DecodeMem sm(be, small);
+  be->SoftmaxAttentionDecode(sm.Params(small));
+  ASSERT_TRUE(be->Synchronize().ok());
+  ASSERT_TRUE(be->BeginCapture().ok());
+  be->SoftmaxAttentionDecode(sm.Params(small));
+  absl::StatusOr<std::unique_ptr<Graph>> graph = be->EndCapture();
+  ASSERT_TRUE(graph.ok()) << graph.status();
+  EXPECT_TRUE((*graph)->Replay().ok());
+  ASSERT_TRUE(be->Synchronize().ok());
+
+  // 512 sequences need a far larger workspace in the same slot.
+  const int64_t big_batch = 512;
+  std::vector<int64_t> pasts;
+  for (int64_t b = 0; b < big_batch; ++b) pasts.push_back(b % 3);
+  const DecodeCase big =
+      MakeDecodeCase(big_batch, 32, 4, 128, pasts, std::vector<int64_t>(big_batch, 4), 350);
+  DecodeMem bm(be, big);
+  be->SoftmaxAttentionDecode(bm.Params(big));
+  ASSERT_TRUE(be->Synchronize().ok());
+  EXPECT_EQ((*graph)->Replay().code(), absl::StatusCode::kFailedPrecondition);
+
+  // Capturing again gives a graph that replays.
+  ASSERT_TRUE(be->BeginCapture().ok());
+  be->SoftmaxAttentionDecode(sm.Params(small));
+  graph = be->EndCapture();
+  ASSERT_TRUE(graph.ok()) << graph.status();
+  EXPECT_TRUE((*graph)->Replay().ok());
+  EXPECT_TRUE(be->Synchronize().ok());
 }
 
 TEST_F(CudaOpsTest, UnsupportedParametersAreReportedBySynchronize) {
