@@ -141,6 +141,8 @@ void Scheduler::Step(std::vector<Running>& running) {
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.steps;
     stats_.tokens += running.size();
+    stats_.graphs = static_cast<uint32_t>(model_->graphs_captured());
+    stats_.graph_steps = static_cast<uint64_t>(model_->graph_replays());
   }
   for (size_t i = 0; i < running.size(); ++i) {
     Running& r = running[i];

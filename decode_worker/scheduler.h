@@ -40,6 +40,8 @@ struct SchedulerStats {
   uint32_t waiting = 0;
   uint64_t steps = 0;
   uint64_t tokens = 0;
+  uint32_t graphs = 0;       // decode graphs the model holds (one per batch size)
+  uint64_t graph_steps = 0;  // steps replayed from a graph
 };
 
 // Continuous batching: one scheduler thread owns every running sequence and the model; at each

@@ -329,6 +329,7 @@ absl::Status HybridModel::DecodeStep(std::span<SequenceState* const> states,
     } else {
       RETURN_IF_ERROR(replay);
       replayed = true;
+      ++graph_replays_;
     }
   }
   if (!replayed) DecodeForward(mem, batch);

@@ -72,8 +72,10 @@ class HybridModel {
   int64_t max_graph_batch() const { return max_graph_batch_; }
   // Sets that bound (clamped like ModelOptions::max_graph_batch) and drops the captured graphs.
   void set_max_graph_batch(int64_t batch);
-  // Number of graphs captured so far (one per batch size).
+  // Number of graphs held (one per batch size).
   int64_t graphs_captured() const { return static_cast<int64_t>(graphs_.size()); }
+  // Decode steps that replayed a graph, since Load.
+  int64_t graph_replays() const { return graph_replays_; }
 
  private:
   HybridModel() = default;
@@ -128,6 +130,7 @@ class HybridModel {
   PassMemory graph_pass_;
   std::map<int64_t, std::unique_ptr<kernels::Graph>> graphs_;  // by batch size
   std::set<int64_t> capture_failed_;                           // batch sizes left eager
+  int64_t graph_replays_ = 0;
 };
 
 }  // namespace ringserve::model

@@ -93,6 +93,10 @@ TEST(MetricsTest, CountersGaugesAndHistogramsMoveWithRequests) {
   EXPECT_GT(Value(d, "ringserve_decode_state_slots_free"), 0);
   EXPECT_EQ(Value(d, "ringserve_decode_kv_tokens_used_ratio"), 0);
   EXPECT_EQ(Value(d, "ringserve_decode_generated_tokens_total"), 12);
+  // One request at a time: 12 steps of batch 1, the first captured and the rest replayed.
+  EXPECT_EQ(Value(d, "ringserve_decode_steps_total"), 12);
+  EXPECT_EQ(Value(d, "ringserve_decode_graphs"), 1);
+  EXPECT_EQ(Value(d, "ringserve_decode_graph_steps_total"), 11);
 }
 
 TEST(StatusTest, RingctlStatusListsEveryWorkerAndNoticesADeadOne) {
