@@ -334,6 +334,8 @@ int32_t SampleRow(const float* logits, int64_t vocab, const SamplingParams& para
     const double w = std::exp((logits[i] - max_logit) * inv_t);
     if (w >= min_keep) cand.emplace_back(w, static_cast<int32_t>(i));
   }
+  // No candidate: every weight is NaN (a row of -inf, or +inf/NaN logits); keep the argmax.
+  if (cand.empty()) return static_cast<int32_t>(best);
   auto by_weight = [](const std::pair<double, int32_t>& a, const std::pair<double, int32_t>& b) {
     return a.first > b.first || (a.first == b.first && a.second < b.second);
   };

@@ -64,9 +64,11 @@ __global__ void __launch_bounds__(kThreads)
   const float* row = logits + blockIdx.x * vocab;
   float bv = -INFINITY;
   int bi = INT_MAX;
+  // NaN never qualifies (as on the CPU, where every comparison with it fails).
   for (int64_t i = threadIdx.x; i < vocab; i += kThreads) {
-    if (bi == INT_MAX || row[i] > bv) {
-      bv = row[i];
+    const float x = row[i];
+    if (x > bv || (bi == INT_MAX && x == bv)) {
+      bv = x;
       bi = static_cast<int>(i);
     }
   }
@@ -98,12 +100,14 @@ __global__ void __launch_bounds__(kThreads)
         idx = s_idx[w];
       }
     }
-    ids[blockIdx.x] = idx == INT_MAX ? 0 : idx;
+    // The CPU starts at index 0 and never leaves a NaN there.
+    ids[blockIdx.x] = idx == INT_MAX || isnan(row[0]) ? 0 : idx;
   }
 }
 
 // Key of (sampled row s, logit) so that an ascending stable sort lists rows in order and each
-// row by logit descending, equal logits by index (the input order). -0.0 counts as +0.0.
+// row by logit descending, equal logits by index (the input order). -0.0 counts as +0.0; NaN
+// sorts last, so the candidates (weight >= min_p, which NaN fails) stay a prefix of the order.
 __global__ void BuildKeysKernel(SampleCudaParams p, Workspace w) {
   const int64_t n = p.n_sample * p.vocab;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
@@ -113,7 +117,8 @@ __global__ void BuildKeysKernel(SampleCudaParams p, Workspace w) {
     const float f = p.logits[static_cast<int64_t>(p.sample_rows[s]) * p.vocab + v];
     const uint32_t bits = f == 0.0f ? 0u : __float_as_uint(f);
     const uint32_t ascending = (bits & 0x80000000u) != 0 ? ~bits : (bits | 0x80000000u);
-    w.keys_in[i] = (static_cast<uint64_t>(s) << 32) | static_cast<uint64_t>(~ascending);
+    const uint32_t descending = isnan(f) ? 0xffffffffu : ~ascending;
+    w.keys_in[i] = (static_cast<uint64_t>(s) << 32) | static_cast<uint64_t>(descending);
     w.vals_in[i] = static_cast<int32_t>(v);
   }
 }
@@ -199,6 +204,9 @@ __global__ void __launch_bounds__(kThreads) SampleFinishKernel(SampleCudaParams 
     kept += x >= min_keep ? 1.0 : 0.0;
   }
   const int64_t count = static_cast<int64_t>(BlockSum(kept, scratch));
+  // No candidate (e.g. a row of -inf, where every weight is NaN): keep the ArgmaxKernel id
+  // rather than read order[-1] below.
+  if (count == 0) return;
   int64_t n = count;
   if (prm.top_k > 0 && prm.top_k < count) n = prm.top_k;
 

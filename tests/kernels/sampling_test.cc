@@ -1,3 +1,4 @@
+#include <cmath>
 #include <map>
 #include <vector>
 
@@ -21,6 +22,15 @@ TEST(SamplingTest, GreedyIsArgmax) {
   EXPECT_EQ(Draw(kLogits, {.temperature = 1.0f, .top_k = 1}), 1);
   EXPECT_EQ(Draw(kLogits, {.temperature = 1.0f, .top_p = 1e-6f}), 1);
   EXPECT_EQ(Draw(kLogits, {.temperature = 1.0f, .min_p = 1.0f}), 1);
+}
+
+// A row without any finite weight (all -inf) has no candidate to draw: sampling keeps the argmax,
+// the first index, as greedy does.
+TEST(SamplingTest, RowOfMinusInfinityGivesTheArgmax) {
+  const std::vector<float> masked(6, -INFINITY);
+  EXPECT_EQ(Draw(masked, {.temperature = 0.0f}), 0);
+  EXPECT_EQ(Draw(masked, {.temperature = 1.0f, .seed = 3}), 0);
+  EXPECT_EQ(Draw(masked, {.temperature = 0.7f, .top_k = 3, .top_p = 0.5f, .min_p = 0.1f}), 0);
 }
 
 TEST(SamplingTest, DrawIsAFunctionOfSeedAndPosition) {

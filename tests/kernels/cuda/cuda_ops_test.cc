@@ -565,11 +565,13 @@ TEST_F(CudaOpsTest, MoeExperts) {
 
 TEST_F(CudaOpsTest, Sample) {
   for (int64_t vocab : {5000, 157184}) {
-    const int64_t rows = 8;
+    const int64_t rows = 9;
     std::vector<float> logits = Random(rows * vocab, 111, -4.0f, 4.0f);
-    // Row 1 has tied maxima; row 2 a flat top where ties decide the candidate order.
+    // Row 1 has tied maxima; row 2 a flat top where ties decide the candidate order; row 8 is
+    // all -inf (no candidate: the argmax, index 0, like greedy).
     logits[1 * vocab + 10] = logits[1 * vocab + 20] = 9.0f;
     for (int64_t i = 0; i < 200; ++i) logits[2 * vocab + i * 3] = 9.5f;
+    std::fill(logits.begin() + 8 * vocab, logits.begin() + 9 * vocab, -INFINITY);
     const SamplingParams kinds[rows] = {
         {.temperature = 0.0f},
         {.temperature = 0.0f},
@@ -578,7 +580,8 @@ TEST_F(CudaOpsTest, Sample) {
         {.temperature = 1.0f, .top_p = 0.9f, .seed = 7},
         {.temperature = 1.3f, .top_k = 100, .top_p = 0.5f, .min_p = 0.01f, .seed = 8},
         {.temperature = 0.9f, .min_p = 0.2f, .seed = 9},
-        {.temperature = 1.0f, .top_k = 1, .seed = 10}};
+        {.temperature = 1.0f, .top_k = 1, .seed = 10},
+        {.temperature = 0.8f, .top_p = 0.9f, .min_p = 0.05f, .seed = 11}};
     for (uint64_t position = 0; position < 12; ++position) {
       std::vector<SamplingParams> params(kinds, kinds + rows);
       for (auto& p : params) p.position = position;
