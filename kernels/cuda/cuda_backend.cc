@@ -460,7 +460,10 @@ class CudaBackend::CudaGraph : public Graph {
       : impl_(impl), exec_(exec), generation_(generation) {}
   CudaGraph(const CudaGraph&) = delete;
   CudaGraph& operator=(const CudaGraph&) = delete;
-  ~CudaGraph() override { cudaGraphExecDestroy(exec_); }
+  ~CudaGraph() override {
+    impl_->Enter();
+    cudaGraphExecDestroy(exec_);
+  }
 
   absl::Status Replay() override {
     Impl& im = *impl_;
