@@ -44,12 +44,6 @@ CpuBackend::CpuBackend(int threads) : pool_(threads) {
   openblas_set_num_threads(1);
 }
 
-bool CpuBackend::Recorded(std::function<void()> call) {
-  if (!capturing_) return false;
-  recording_.push_back(std::move(call));
-  return true;
-}
-
 bool CpuBackend::RefusedInCapture(const char* what) {
   if (!capturing_) return false;
   if (capture_status_.ok()) {

@@ -2,9 +2,9 @@
 
 #include <functional>
 #include <memory>
+#include <utility>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
 #include "common/base/thread_pool.h"
 #include "kernels/backend.h"
 
@@ -57,7 +57,12 @@ class CpuBackend : public Backend {
  private:
   absl::StatusOr<float*> Widen(const base::TensorView& tensor);
   // While capturing: appends `call` to the recording and returns true (the caller returns).
-  bool Recorded(std::function<void()> call);
+  template <typename Call>
+  bool Recorded(Call&& call) {
+    if (!capturing_) return false;
+    recording_.emplace_back(std::forward<Call>(call));
+    return true;
+  }
   // While capturing: fails the capture, since `what` cannot be recorded; returns whether it did.
   bool RefusedInCapture(const char* what);
 
