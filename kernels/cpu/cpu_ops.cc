@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <numeric>
 #include <utility>
@@ -141,19 +142,6 @@ float ExpShiftSum(float* x, int64_t n, float shift) {
   return sum;
 }
 
-// sum(a[j] * b[j]) for j < n (lane-parallel, as MaxOf).
-float Dot(const float* a, const float* b, int64_t n) {
-  float lanes[kLanes] = {0};
-  int64_t j = 0;
-  for (; j + kLanes <= n; j += kLanes) {
-    for (int l = 0; l < kLanes; ++l) lanes[l] += a[j + l] * b[j + l];
-  }
-  float sum = 0.0f;
-  for (; j < n; ++j) sum += a[j] * b[j];
-  for (int l = 0; l < kLanes; ++l) sum += lanes[l];
-  return sum;
-}
-
 }  // namespace
 
 void StoreKv(const SoftmaxAttentionParams& p, int64_t g) {
@@ -227,49 +215,141 @@ void SoftmaxAttentionBlock(const SoftmaxAttentionParams& p, int64_t g, int64_t q
   }
 }
 
+namespace {
+
+// 16 floats: one AVX-512 register, two AVX2 ones (GCC/Clang vector extensions, so the code
+// stays portable; -march picks the instructions).
+constexpr int64_t kVec = 16;
+using F16 = float __attribute__((vector_size(64)));
+using F8 = float __attribute__((vector_size(32)));
+using F4 = float __attribute__((vector_size(16)));
+using U32x16 = uint32_t __attribute__((vector_size(64)));
+using U16x16 = uint16_t __attribute__((vector_size(32)));
+
+F16 Broadcast(float x) { return F16{} + x; }
+
+float HorizontalSum(F16 v) {
+  const F8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+               __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+  const F4 b =
+      __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
+  return (b[0] + b[2]) + (b[1] + b[3]);
+}
+
+// Row `row` of d bf16 values widened to `chunks` fp32 vectors, zero past d.
+void WidenRow(const uint16_t* row, int64_t d, int64_t chunks, F16* out) {
+  for (int64_t c = 0; c < chunks; ++c) {
+    if ((c + 1) * kVec <= d) {
+      U16x16 h;
+      std::memcpy(&h, row + c * kVec, sizeof(h));
+      const U32x16 w = __builtin_convertvector(h, U32x16) << 16;
+      std::memcpy(&out[c], &w, sizeof(w));
+    } else {
+      float tail[kVec] = {};
+      for (int64_t x = c * kVec; x < d; ++x) tail[x - c * kVec] = Bf16ToFloat(row[x]);
+      std::memcpy(&out[c], tail, sizeof(tail));
+    }
+  }
+}
+
+}  // namespace
+
 void SoftmaxAttentionQuery(const SoftmaxAttentionParams& p, int64_t g, int64_t t) {
-  constexpr int64_t kKeyBlock = 256;
+  constexpr int64_t kKeyBlock = 256;  // keys per online-softmax update
+  constexpr int64_t kTile = 32;       // keys widened to fp32 at a time (stays in L1)
   const int64_t d = p.head_dim;
+  const int64_t chunks = (d + kVec - 1) / kVec;
   const int64_t group = p.heads / p.kv_heads;
-  std::vector<float> q(group * d), o(group * d, 0.0f), s(group * kKeyBlock), row(d);
+  // Query rows (scaled) and output accumulators as vectors, zero past d.
+  std::vector<F16> q(group * chunks), o(group * chunks, F16{}), tile(kTile * chunks);
+  std::vector<float> s(group * kKeyBlock);
   std::vector<float> m(group, -std::numeric_limits<float>::infinity()), l(group, 0.0f);
+  std::vector<float> row(chunks * kVec, 0.0f);  // one query or output row, padded
   for (int64_t r = 0; r < group; ++r) {
     const float* src = p.q + t * p.ld + (g * group + r) * d;
-    for (int64_t x = 0; x < d; ++x) q[r * d + x] = src[x] * p.scale;
+    for (int64_t x = 0; x < d; ++x) row[x] = src[x] * p.scale;
+    std::memcpy(&q[r * chunks], row.data(), row.size() * sizeof(float));
   }
   const int64_t visible = p.past + t + 1;
   const uint16_t* kc = p.k_cache + g * p.capacity * d;
   const uint16_t* vc = p.v_cache + g * p.capacity * d;
   for (int64_t k0 = 0; k0 < visible; k0 += kKeyBlock) {
     const int64_t kn = std::min(kKeyBlock, visible - k0);
-    for (int64_t j = 0; j < kn; ++j) {
-      const uint16_t* key = kc + (k0 + j) * d;
-      for (int64_t x = 0; x < d; ++x) row[x] = Bf16ToFloat(key[x]);
-      for (int64_t r = 0; r < group; ++r)
-        s[r * kKeyBlock + j] = Dot(q.data() + r * d, row.data(), d);
+    // Scores, four keys at a time against each query row: no per-key horizontal sum chain.
+    for (int64_t j0 = 0; j0 < kn; j0 += kTile) {
+      const int64_t n = std::min(kTile, kn - j0);
+      for (int64_t j = 0; j < n; ++j)
+        WidenRow(kc + (k0 + j0 + j) * d, d, chunks, &tile[j * chunks]);
+      for (int64_t r = 0; r < group; ++r) {
+        const F16* qr = q.data() + r * chunks;
+        float* sr = s.data() + r * kKeyBlock + j0;
+        int64_t j = 0;
+        for (; j + 4 <= n; j += 4) {
+          const F16* k = tile.data() + j * chunks;
+          F16 a0{}, a1{}, a2{}, a3{};
+          for (int64_t c = 0; c < chunks; ++c) {
+            a0 += qr[c] * k[c];
+            a1 += qr[c] * k[chunks + c];
+            a2 += qr[c] * k[2 * chunks + c];
+            a3 += qr[c] * k[3 * chunks + c];
+          }
+          sr[j] = HorizontalSum(a0);
+          sr[j + 1] = HorizontalSum(a1);
+          sr[j + 2] = HorizontalSum(a2);
+          sr[j + 3] = HorizontalSum(a3);
+        }
+        for (; j < n; ++j) {
+          F16 a{};
+          for (int64_t c = 0; c < chunks; ++c) a += qr[c] * tile[j * chunks + c];
+          sr[j] = HorizontalSum(a);
+        }
+      }
     }
     for (int64_t r = 0; r < group; ++r) {
-      float* srow = s.data() + r * kKeyBlock;
-      const float m_new = std::max(m[r], MaxOf(srow, kn));
-      const float corr = std::exp(m[r] - m_new);
-      l[r] = l[r] * corr + ExpShiftSum(srow, kn, m_new);
+      float* sr = s.data() + r * kKeyBlock;
+      const float m_new = std::max(m[r], MaxOf(sr, kn));
+      const F16 corr = Broadcast(std::exp(m[r] - m_new));
+      l[r] = l[r] * corr[0] + ExpShiftSum(sr, kn, m_new);
       m[r] = m_new;
-      for (int64_t x = 0; x < d; ++x) o[r * d + x] *= corr;
+      for (int64_t c = 0; c < chunks; ++c) o[r * chunks + c] *= corr;
     }
-    for (int64_t j = 0; j < kn; ++j) {
-      const uint16_t* value = vc + (k0 + j) * d;
-      for (int64_t x = 0; x < d; ++x) row[x] = Bf16ToFloat(value[x]);
+    // Values: each row's accumulators stay in registers, four vectors at a time, over a tile.
+    for (int64_t j0 = 0; j0 < kn; j0 += kTile) {
+      const int64_t n = std::min(kTile, kn - j0);
+      for (int64_t j = 0; j < n; ++j)
+        WidenRow(vc + (k0 + j0 + j) * d, d, chunks, &tile[j * chunks]);
       for (int64_t r = 0; r < group; ++r) {
-        const float w = s[r * kKeyBlock + j];
-        float* orow = o.data() + r * d;
-        for (int64_t x = 0; x < d; ++x) orow[x] += w * row[x];
+        const float* sr = s.data() + r * kKeyBlock + j0;
+        F16* orow = o.data() + r * chunks;
+        int64_t c = 0;
+        for (; c + 4 <= chunks; c += 4) {
+          F16 o0 = orow[c], o1 = orow[c + 1], o2 = orow[c + 2], o3 = orow[c + 3];
+          for (int64_t j = 0; j < n; ++j) {
+            const F16 w = Broadcast(sr[j]);
+            const F16* v = tile.data() + j * chunks + c;
+            o0 += w * v[0];
+            o1 += w * v[1];
+            o2 += w * v[2];
+            o3 += w * v[3];
+          }
+          orow[c] = o0;
+          orow[c + 1] = o1;
+          orow[c + 2] = o2;
+          orow[c + 3] = o3;
+        }
+        for (; c < chunks; ++c) {
+          F16 acc = orow[c];
+          for (int64_t j = 0; j < n; ++j) acc += Broadcast(sr[j]) * tile[j * chunks + c];
+          orow[c] = acc;
+        }
       }
     }
   }
   float* dst = p.out + t * p.heads * d + g * group * d;
   for (int64_t r = 0; r < group; ++r) {
     const float inv = 1.0f / l[r];
-    for (int64_t x = 0; x < d; ++x) dst[r * d + x] = o[r * d + x] * inv;
+    std::memcpy(row.data(), &o[r * chunks], row.size() * sizeof(float));
+    for (int64_t x = 0; x < d; ++x) dst[r * d + x] = row[x] * inv;
   }
 }
 

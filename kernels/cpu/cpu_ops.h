@@ -23,9 +23,10 @@ void SoftmaxAttentionBlock(const SoftmaxAttentionParams& p, int64_t g, int64_t q
                            int64_t q_end);
 
 // Softmax attention of the single new query row `t` of the query heads that share kv head `g`,
-// by direct dot products over the bf16 cache: each key and value row is read once and widened
-// in registers. For decode, where a handful of query rows makes GEMM packing cost more than
-// the arithmetic. Agrees with SoftmaxAttentionBlock up to float rounding.
+// by direct dot products over the bf16 cache: keys and values are widened to fp32 once per tile
+// of 32 (which stays in L1), scores are register-blocked four keys at a time, and each output
+// row accumulates in registers over a tile. For decode, where a handful of query rows makes GEMM
+// packing cost more than the arithmetic. Agrees with SoftmaxAttentionBlock up to float rounding.
 void SoftmaxAttentionQuery(const SoftmaxAttentionParams& p, int64_t g, int64_t t);
 
 // Routing of tokens [begin, end).
