@@ -18,23 +18,10 @@
 #include "ringserve/v1/generation.pb.h"
 #include "router/policy.h"
 #include "router/text_stream.h"
+#include "router/validation.h"
 #include "router/worker_pool.h"
 
 namespace ringserve::router {
-
-// Limits the router enforces on the public API.
-struct RouterLimits {
-  uint32_t vocab_size = 0;
-  uint32_t max_context = 0;     // prompt + generated tokens
-  uint32_t max_new_tokens = 0;  // per request
-  uint32_t max_stop_strings = 16;
-  uint32_t max_stop_string_bytes = 256;
-  uint32_t max_stop_token_ids = 64;
-  uint32_t max_messages = 1024;
-  uint32_t max_message_bytes = 1 << 20;
-  uint32_t max_prompt_bytes = 8 << 20;
-  uint32_t max_request_id_bytes = 128;
-};
 
 // The router's Prometheus series (owned by its rpc::Metrics). Thread-safe.
 struct RouterMetrics {
@@ -65,11 +52,6 @@ struct RouterContext {
   int max_attempts = 4;  // prefill retries and decode migrations per request
 };
 
-// Checks a request against the limits without tokenizing (token ids are checked here; text
-// and chat are checked after tokenization). Errors name the field and the limit.
-absl::Status ValidateRequest(const ringserve::v1::GenerateRequest& request,
-                             const RouterLimits& limits);
-
 // One Generate request, driven on its own thread: tokenize, reserve on a decode worker, open the
 // decode stream, prefill on a prefill worker (retrying on another when one fails), stream the
 // first token and then the decode tokens with incremental text and stop strings; migrate to
@@ -90,7 +72,6 @@ class RequestFlow {
     bool done = false;  // the request finished (successfully or not)
     absl::Status status;
   };
-  absl::StatusOr<std::vector<uint32_t>> PromptTokens();
   // One attempt: reserve, prefill, decode. Returns done=false to retry/migrate.
   Outcome Attempt(const std::vector<uint32_t>& context_tokens);
   // Streams one generated token; returns true when generation must stop (stop string).

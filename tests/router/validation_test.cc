@@ -3,7 +3,7 @@
 #include <cmath>
 
 #include "gtest/gtest.h"
-#include "router/request_flow.h"
+#include "router/validation.h"
 
 namespace ringserve::router {
 namespace {
