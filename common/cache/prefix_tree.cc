@@ -1,6 +1,7 @@
 #include "common/cache/prefix_tree.h"
 
 #include <algorithm>
+#include <functional>
 #include <utility>
 
 #include "common/base/status_macros.h"
@@ -305,47 +306,49 @@ absl::StatusOr<bool> PrefixTree::Insert(std::string_view salt, std::span<const i
   return true;
 }
 
-size_t PrefixTree::EvictableBytes() const {
-  size_t bytes = 0;
-  std::vector<const Node*> stack;
+void PrefixTree::ForEachNode(const std::function<void(Node*)>& fn) const {
+  std::vector<Node*> stack;
   for (const auto& [salt, root] : roots_) stack.push_back(root.get());
   while (!stack.empty()) {
-    const Node* n = stack.back();
+    Node* n = stack.back();
     stack.pop_back();
     for (const auto& [key, child] : n->children) stack.push_back(child.get());
-    if (n->parent == nullptr) continue;
+    if (n->parent != nullptr) fn(n);
+  }
+}
+
+size_t PrefixTree::EvictableBytes() const {
+  size_t bytes = 0;
+  ForEachNode([&](Node* n) {
     if (n->refs == 0) {
       bytes += NodeBytes(*n);
     } else if (n->leases == 0 && n->checkpoint != nullptr) {
       bytes += options_.checkpoint_bytes;
     }
-  }
+  });
   return bytes;
+}
+
+void PrefixTree::DropCheckpoint(Node* node) {
+  node->checkpoint.reset();
+  stats_.bytes -= options_.checkpoint_bytes;
+  --stats_.checkpoints;
+  ++stats_.evicted_checkpoints;
+  ++stats_.version;
 }
 
 bool PrefixTree::EvictOne() {
   Node* victim = nullptr;
-  std::vector<Node*> stack;
-  for (auto& [salt, root] : roots_) stack.push_back(root.get());
-  while (!stack.empty()) {
-    Node* n = stack.back();
-    stack.pop_back();
-    for (auto& [key, child] : n->children) stack.push_back(child.get());
-    if (n->parent == nullptr) continue;
+  ForEachNode([&](Node* n) {
     const bool leaf = n->children.empty() && n->refs == 0;
     const bool checkpoint = n->checkpoint != nullptr && n->leases == 0;
-    if (!leaf && !checkpoint) continue;
-    if (victim == nullptr || n->used < victim->used) victim = n;
-  }
+    if ((leaf || checkpoint) && (victim == nullptr || n->used < victim->used)) victim = n;
+  });
   if (victim == nullptr) return false;
   if (victim->children.empty() && victim->refs == 0) {
     RemoveLeaf(victim);
   } else {
-    victim->checkpoint.reset();
-    stats_.bytes -= options_.checkpoint_bytes;
-    --stats_.checkpoints;
-    ++stats_.evicted_checkpoints;
-    ++stats_.version;
+    DropCheckpoint(victim);
   }
   return true;
 }
@@ -354,14 +357,10 @@ void PrefixTree::RemoveLeaf(Node* node) {
   const int64_t page = options_.page_tokens;
   while (true) {
     Node* parent = node->parent;
+    if (node->checkpoint != nullptr) DropCheckpoint(node);
     stats_.bytes -= NodeBytes(*node);
     stats_.kv_tokens -= static_cast<int64_t>(node->tokens.size());
     stats_.evicted_pages += node->pages.size();
-    if (node->checkpoint != nullptr) {
-      --stats_.checkpoints;
-      ++stats_.evicted_checkpoints;
-      ++stats_.version;
-    }
     parent->children.erase(Key(node->tokens, 0, page));
     node = parent;
     if (node->parent == nullptr) {
@@ -374,15 +373,11 @@ void PrefixTree::RemoveLeaf(Node* node) {
 
 std::vector<uint64_t> PrefixTree::CheckpointHashes(size_t limit, bool* truncated) const {
   std::vector<std::pair<uint64_t, uint64_t>> found;  // (used, hash)
-  std::vector<const Node*> stack;
-  for (const auto& [salt, root] : roots_) stack.push_back(root.get());
-  while (!stack.empty()) {
-    const Node* n = stack.back();
-    stack.pop_back();
-    for (const auto& [key, child] : n->children) stack.push_back(child.get());
-    const bool whole_pages = n->end() >= options_.page_tokens;
-    if (n->checkpoint != nullptr && whole_pages) found.emplace_back(n->used, n->hash);
-  }
+  ForEachNode([&](Node* n) {
+    if (n->checkpoint != nullptr && n->end() >= options_.page_tokens) {
+      found.emplace_back(n->used, n->hash);
+    }
+  });
   std::sort(found.begin(), found.end(), std::greater<>());
   std::vector<uint64_t> out;
   for (const auto& [used, hash] : found) {

@@ -2,6 +2,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <span>
@@ -152,6 +153,10 @@ class PrefixTree {
   void Unpin(Node* node);
   // Splits `node` after its first `pages` pages; returns the new upper node.
   Node* Split(Node* node, int64_t pages);
+  // Calls `fn` on every node but the roots.
+  void ForEachNode(const std::function<void(Node*)>& fn) const;
+  // Removes the checkpoint of `node` (which has one).
+  void DropCheckpoint(Node* node);
   // Bytes eviction could free: everything no lease pins (an unpinned node's whole subtree is
   // unpinned, so its leaves go first and it follows).
   size_t EvictableBytes() const;

@@ -18,16 +18,10 @@
 namespace ringserve::prefill {
 namespace {
 
-using ::ringserve::testing::TempDir;
+using ::ringserve::testing::Prompt;
 
 constexpr int64_t kChunk = 16;
 constexpr int64_t kPage = 8;
-
-std::vector<int32_t> Prompt(int n, int seed) {
-  std::vector<int32_t> t(n);
-  for (int i = 0; i < n; ++i) t[i] = (i * 37 + seed * 101 + i * i) % 1000;
-  return t;
-}
 
 // The bytes of a (host memory) state: position, linear states, then the KV of every token.
 std::string Bytes(const model::SequenceState& s) {
@@ -45,15 +39,10 @@ std::string Bytes(const model::SequenceState& s) {
 
 class PrefillPrefixCacheTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
-    dir_ = new TempDir();
-    ringserve::testing::WriteTinyModel(dir_->path());
-  }
-  static void TearDownTestSuite() { delete dir_; }
-
   void SetUp() override {
     backend_ = std::make_unique<kernels::CpuBackend>(2);
-    auto model = model::HybridModel::Load(dir_->path(), backend_.get(), {});
+    auto model =
+        model::HybridModel::Load(ringserve::testing::SharedTinyModelDir(), backend_.get(), {});
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = std::move(*model);
     auto cache = PrefixCache::Create(model_.get(), {size_t{64} << 20, kPage, kChunk});
@@ -116,7 +105,6 @@ class PrefillPrefixCacheTest : public ::testing::Test {
     return status;
   }
 
-  static TempDir* dir_;
   std::unique_ptr<kernels::CpuBackend> backend_;
   std::unique_ptr<model::HybridModel> model_;
   std::unique_ptr<PrefixCache> cache_;
@@ -127,7 +115,6 @@ class PrefillPrefixCacheTest : public ::testing::Test {
   std::mutex mu_;
   std::map<std::string, std::string> sent_;  // the states sent, by request id
 };
-TempDir* PrefillPrefixCacheTest::dir_ = nullptr;
 
 TEST_F(PrefillPrefixCacheTest, ARepeatedPromptRestoresAndGivesTheColdFirstToken) {
   const std::vector<int32_t> prompt = Prompt(70, 1);

@@ -13,30 +13,14 @@
 namespace ringserve::model {
 namespace {
 
-using ::ringserve::testing::TempDir;
+using ::ringserve::testing::Prompt;
+using ::ringserve::testing::RelDiff;
 
 constexpr int64_t kChunk = 16;
-
-std::vector<int32_t> Prompt(int n, int seed) {
-  std::vector<int32_t> t(n);
-  for (int i = 0; i < n; ++i) t[i] = (i * 37 + seed * 101 + i * i) % 1000;
-  return t;
-}
 
 std::vector<int32_t> Concat(std::vector<int32_t> a, const std::vector<int32_t>& b) {
   a.insert(a.end(), b.begin(), b.end());
   return a;
-}
-
-// Max |a - b| relative to the largest |b|.
-double RelDiff(const std::vector<float>& a, const std::vector<float>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double scale = 1e-9, diff = 0;
-  for (size_t i = 0; i < b.size(); ++i) {
-    scale = std::max(scale, std::abs(static_cast<double>(b[i])));
-    diff = std::max(diff, std::abs(static_cast<double>(a[i]) - b[i]));
-  }
-  return diff / scale;
 }
 
 // The checkpoints the prefill worker takes of one prompt: at every chunk boundary and at the
@@ -50,15 +34,10 @@ struct Checkpoints {
 
 class PrefixCheckpointTest : public ::testing::TestWithParam<DecayVariant> {
  protected:
-  static void SetUpTestSuite() {
-    dir_ = new TempDir();
-    ringserve::testing::WriteTinyModel(dir_->path());
-  }
-  static void TearDownTestSuite() { delete dir_; }
-
   void SetUp() override {
     backend_ = std::make_unique<kernels::CpuBackend>(2);
-    auto m = HybridModel::Load(dir_->path(), backend_.get(), {GetParam()});
+    auto m =
+        HybridModel::Load(ringserve::testing::SharedTinyModelDir(), backend_.get(), {GetParam()});
     ASSERT_TRUE(m.ok()) << m.status();
     model_ = std::move(*m);
   }
@@ -128,11 +107,9 @@ class PrefixCheckpointTest : public ::testing::TestWithParam<DecayVariant> {
     return std::vector<float>(all.begin() + from * model_->config().vocab_size, all.end());
   }
 
-  static TempDir* dir_;
   std::unique_ptr<kernels::CpuBackend> backend_;
   std::unique_ptr<HybridModel> model_;
 };
-TempDir* PrefixCheckpointTest::dir_ = nullptr;
 
 TEST_P(PrefixCheckpointTest, RestoreAtAChunkBoundaryIsBitIdentical) {
   const Checkpoints saved = Save(Prompt(70, 1));  // checkpoints at 16, 32, 48, 64 and 70
