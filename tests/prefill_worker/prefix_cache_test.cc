@@ -45,7 +45,9 @@ class PrefillPrefixCacheTest : public ::testing::Test {
         model::HybridModel::Load(ringserve::testing::SharedTinyModelDir(), backend_.get(), {});
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = std::move(*model);
-    auto cache = PrefixCache::Create(model_.get(), {size_t{64} << 20, kPage, kChunk});
+    // Room for one 70-token prompt's five checkpoints and KV, not two.
+    const size_t bound = 70 * model_->kv_bytes_per_token() + 5 * model_->checkpoint_bytes() + 1;
+    auto cache = PrefixCache::Create(model_.get(), {bound, kPage, kChunk});
     ASSERT_TRUE(cache.ok()) << cache.status();
     cache_ = std::move(*cache);
     PrefillScheduler::Options options;
@@ -136,15 +138,24 @@ TEST_F(PrefillPrefixCacheTest, ARepeatedPromptRestoresAndGivesTheColdFirstToken)
   EXPECT_EQ(stats.lookups, 3u);
   EXPECT_EQ(stats.hits, 1u);
   EXPECT_EQ(stats.restored_tokens, 64u);
-  EXPECT_EQ(stats.checkpoints, 10);
+  EXPECT_EQ(stats.checkpoints, 5);  // the other salt's prompt took the first one's room
+  EXPECT_EQ(stats.evicted_checkpoints, 5u);
+}
+
+TEST_F(PrefillPrefixCacheTest, AFinishedPromptMakesRoomForTheNext) {
+  Run("a", Prompt(70, 1));
+  Run("b", Prompt(70, 2));
+  EXPECT_EQ(Run("b again", Prompt(70, 2)).cached_tokens(), 64u);
+  EXPECT_EQ(Run("a again", Prompt(70, 1)).cached_tokens(), 0u);
+  EXPECT_LE(cache_->stats().bytes, cache_->stats().max_bytes);
 }
 
 TEST_F(PrefillPrefixCacheTest, AFollowUpRestoresTheEarlierPromptsEnd) {
   const std::vector<int32_t> first = Prompt(70, 1);
   std::vector<int32_t> follow_up = first;
   for (int32_t t : Prompt(25, 2)) follow_up.push_back(t);
-  Run("first", first);
   const internal::v1::PrefillDone cold = Run("cold", follow_up, "elsewhere");
+  Run("first", first);
   const internal::v1::PrefillDone warm = Run("warm", follow_up);
   EXPECT_EQ(cold.cached_tokens(), 0u);
   EXPECT_EQ(warm.cached_tokens(), 70u);
@@ -159,7 +170,7 @@ TEST_F(PrefillPrefixCacheTest, StatusListsTheCheckpointedPrefixes) {
   EXPECT_EQ(summary.page_tokens(), static_cast<uint32_t>(kPage));
   EXPECT_GT(summary.version(), 0u);
   EXPECT_GT(summary.bytes_used(), 0u);
-  EXPECT_EQ(summary.bytes_limit(), uint64_t{64} << 20);
+  EXPECT_EQ(summary.bytes_limit(), cache_->stats().max_bytes);
   const std::vector<uint64_t> hashes = cache::PrefixHashes("s", prompt, kPage);
   // The end checkpoint (70) is reported at its last whole page, 64, which is also a checkpoint.
   const std::vector<uint64_t> want = {hashes[7], hashes[5], hashes[3], hashes[1]};
