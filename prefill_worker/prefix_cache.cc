@@ -92,6 +92,7 @@ internal::v1::PrefixCacheSummary PrefixCache::Summary() const {
   internal::v1::PrefixCacheSummary summary;
   std::lock_guard<std::mutex> lock(mu_);
   summary.set_page_tokens(static_cast<uint32_t>(options_.page_tokens));
+  summary.set_checkpoint_tokens(static_cast<uint32_t>(options_.checkpoint_tokens));
   summary.set_version(stats_.version);
   for (uint64_t h : hashes_) summary.add_prefix_hashes(h);
   summary.set_truncated(truncated_);

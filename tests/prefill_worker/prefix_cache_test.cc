@@ -168,6 +168,7 @@ TEST_F(PrefillPrefixCacheTest, StatusListsTheCheckpointedPrefixes) {
   Run("a", prompt, "s");
   const internal::v1::PrefixCacheSummary summary = Status().prefix_cache();
   EXPECT_EQ(summary.page_tokens(), static_cast<uint32_t>(kPage));
+  EXPECT_EQ(summary.checkpoint_tokens(), static_cast<uint32_t>(kChunk));
   EXPECT_GT(summary.version(), 0u);
   EXPECT_GT(summary.bytes_used(), 0u);
   EXPECT_EQ(summary.bytes_limit(), cache_->stats().max_bytes);
