@@ -249,6 +249,10 @@ absl::StatusOr<bool> PrefixTree::Insert(std::string_view salt, std::span<const i
     bool room = stats_.bytes - EvictableBytes() + need <= options_.max_bytes;
     while (room && stats_.bytes + need > options_.max_bytes) room = EvictOne();
     if (deepest != nullptr) PinPath(deepest, -1);
+    if (node != nullptr && node->parent == nullptr && node->children.empty()) {
+      roots_.erase(node->salt);  // emptied by the eviction; made again below if there is room
+      node = nullptr;
+    }
     if (!room) {
       ++stats_.rejected_inserts;
       return false;
