@@ -1,6 +1,7 @@
 // ringserve-prefill: chunked prefill of queued prompts; pushes each finished state to the decode
 // worker named in its job.
 #include <cstdio>
+#include <numeric>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -32,6 +33,12 @@ absl::Status Main(const std::vector<std::string>& args) {
   flags.String("transport", "grpc", "state transport to decode workers: grpc or nccl");
   flags.String("transfer-timeout-s", "120", "deadline of one state transfer");
   flags.String("drain-timeout-s", "600", "how long SIGTERM waits for queued prompts");
+  flags.String("prefix-cache-mib", "2048",
+               "memory of the prefix cache (device memory with --device cuda); 0 turns it off");
+  flags.String("prefix-checkpoint-tokens", "0",
+               "prefix checkpoint spacing, a multiple of --chunk-tokens and the page; 0: the "
+               "least common multiple of the two");
+  flags.String("prefix-page-tokens", "64", "tokens per KV page of the prefix cache");
   rpc::AddTlsFlags(&flags);
   RETURN_IF_ERROR(flags.Parse(args));
   ASSIGN_OR_RETURN(const int64_t chunk, flags.GetInt("chunk-tokens"));
@@ -39,9 +46,20 @@ absl::Status Main(const std::vector<std::string>& args) {
   ASSIGN_OR_RETURN(const int64_t max_active, flags.GetInt("max-active"));
   ASSIGN_OR_RETURN(const int64_t transfer_s, flags.GetInt("transfer-timeout-s"));
   ASSIGN_OR_RETURN(const int64_t drain_s, flags.GetInt("drain-timeout-s"));
-  if (chunk < 1 || max_queued < 1 || max_active < 1) {
+  ASSIGN_OR_RETURN(const int64_t cache_mib, flags.GetInt("prefix-cache-mib"));
+  ASSIGN_OR_RETURN(int64_t checkpoint_tokens, flags.GetInt("prefix-checkpoint-tokens"));
+  ASSIGN_OR_RETURN(const int64_t page_tokens, flags.GetInt("prefix-page-tokens"));
+  if (chunk < 1 || max_queued < 1 || max_active < 1 || page_tokens < 1) {
     return absl::InvalidArgumentError(
-        "--chunk-tokens, --max-queued-tokens and --max-active must be positive");
+        "--chunk-tokens, --max-queued-tokens, --max-active and --prefix-page-tokens must be "
+        "positive");
+  }
+  if (checkpoint_tokens == 0) checkpoint_tokens = std::lcm(chunk, page_tokens);
+  if (cache_mib < 0 || checkpoint_tokens % chunk != 0 || checkpoint_tokens % page_tokens != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--prefix-cache-mib ", cache_mib, " must not be negative and --prefix-checkpoint-tokens ",
+        checkpoint_tokens, " must be a multiple of --chunk-tokens ", chunk,
+        " and --prefix-page-tokens ", page_tokens));
   }
   const rpc::TlsFiles tls = rpc::TlsFromFlags(flags);
   ASSIGN_OR_RETURN(worker::WorkerEngine engine, worker::LoadWorkerEngine(flags, "prefill"));
@@ -116,19 +134,45 @@ absl::Status Main(const std::vector<std::string>& args) {
     m_transfer.Observe(absl::ToDoubleSeconds(r->elapsed));
     return absl::OkStatus();
   };
+  std::unique_ptr<PrefixCache> prefix_cache;
+  if (cache_mib > 0) {
+    PrefixCache::Options cache_options;
+    cache_options.max_bytes = static_cast<size_t>(cache_mib) << 20;
+    cache_options.page_tokens = page_tokens;
+    cache_options.checkpoint_tokens = checkpoint_tokens;
+    ASSIGN_OR_RETURN(prefix_cache, PrefixCache::Create(model, cache_options));
+  }
   PrefillScheduler::Options options;
   options.chunk_tokens = chunk;
+  options.prefix_cache = prefix_cache.get();
   options.max_queued_tokens = static_cast<uint64_t>(max_queued);
   options.max_active = static_cast<int>(max_active);
   PrefillScheduler scheduler(model, options, send);
   PrefillService service(&scheduler, &model->config(), epoch, fingerprint,
-                         static_cast<uint64_t>(max_queued));
+                         static_cast<uint64_t>(max_queued), prefix_cache.get());
   scheduler.Start();
   auto& m_queued = metrics->Gauge("ringserve_prefill_queued_prompt_tokens",
                                   "Prompt tokens queued or being prefilled (autoscaling signal)");
   auto& m_jobs =
       metrics->Gauge("ringserve_prefill_jobs", "Prefill jobs queued, running or sending");
   auto& m_tokens = metrics->Counter("ringserve_prefill_tokens_total", "Prompt tokens prefilled");
+  auto& m_lookups =
+      metrics->Counter("ringserve_prefix_cache_lookups_total", "Prompts looked up in the cache");
+  auto& m_hits = metrics->Counter("ringserve_prefix_cache_hits_total",
+                                  "Prompts that restored a cached prefix");
+  auto& m_restored = metrics->Counter("ringserve_prefix_cache_restored_tokens_total",
+                                      "Prompt tokens restored instead of prefilled");
+  auto& m_saved = metrics->Counter("ringserve_prefix_cache_checkpoints_total",
+                                   "State checkpoints stored in the cache");
+  auto& m_checkpoints =
+      metrics->Gauge("ringserve_prefix_cache_checkpoints", "State checkpoints held");
+  auto& m_evicted_checkpoints = metrics->Counter("ringserve_prefix_cache_evictions_total",
+                                                 "Cache entries evicted", {{"kind", "checkpoint"}});
+  auto& m_evicted_pages = metrics->Counter("ringserve_prefix_cache_evictions_total",
+                                           "Cache entries evicted", {{"kind", "kv_page"}});
+  auto& m_cache_bytes = metrics->Gauge("ringserve_prefix_cache_bytes", "Prefix cache bytes held");
+  auto& m_cache_limit =
+      metrics->Gauge("ringserve_prefix_cache_limit_bytes", "Prefix cache bound (bytes)");
 
   ASSIGN_OR_RETURN(auto server, rpc::GrpcServer::Start(engine.host, engine.port, tls,
                                                        /*require_client_cert=*/true, {&service}));
@@ -138,12 +182,27 @@ absl::Status Main(const std::vector<std::string>& args) {
                 << " epoch=" << epoch << " transport=" << transport;
   base::NotifyReady(engine.ready_fd, absl::StrCat(server->port(), " ", metrics->port()));
 
-  metrics->SetRefresh([&, seen = uint64_t{0}]() mutable {
+  metrics->SetRefresh([&, seen = uint64_t{0}, cache_seen = cache::PrefixTreeStats()]() mutable {
     const PrefillStats s = scheduler.stats();
     m_queued.Set(static_cast<double>(s.queued_tokens));
     m_jobs.Set(s.jobs);
     m_tokens.Increment(static_cast<double>(s.prefilled_tokens - seen));
     seen = s.prefilled_tokens;
+    if (prefix_cache == nullptr) return;
+    const cache::PrefixTreeStats c = prefix_cache->stats();
+    auto add = [](prometheus::Counter& counter, uint64_t now, uint64_t before) {
+      counter.Increment(static_cast<double>(now - before));
+    };
+    add(m_lookups, c.lookups, cache_seen.lookups);
+    add(m_hits, c.hits, cache_seen.hits);
+    add(m_restored, c.restored_tokens, cache_seen.restored_tokens);
+    add(m_saved, c.inserted_checkpoints, cache_seen.inserted_checkpoints);
+    add(m_evicted_checkpoints, c.evicted_checkpoints, cache_seen.evicted_checkpoints);
+    add(m_evicted_pages, c.evicted_pages, cache_seen.evicted_pages);
+    m_checkpoints.Set(static_cast<double>(c.checkpoints));
+    m_cache_bytes.Set(static_cast<double>(c.bytes));
+    m_cache_limit.Set(static_cast<double>(c.max_bytes));
+    cache_seen = c;
   });
   const int sig = rpc::WaitForTerminationSignal();
   RS_LOG(kInfo) << "event=draining signal=" << sig;

@@ -77,6 +77,7 @@ void PrefillScheduler::Complete(std::unique_ptr<PrefillJob> job, const absl::Sta
     done->set_queue_us(absl::ToInt64Microseconds(job->started - job->enqueued));
     done->set_prefill_us(absl::ToInt64Microseconds(job->prefilled - job->started));
     done->set_transfer_us(absl::ToInt64Microseconds(transfer));
+    done->set_cached_tokens(static_cast<uint32_t>(job->cached_tokens));
     job->sink->Push(std::move(event));
     job->sink->Finish(grpc::Status::OK);
   } else {
@@ -99,9 +100,23 @@ bool PrefillScheduler::RunChunk(PrefillJob& job) {
     }
     job.state = std::move(*state);
     job.started = absl::Now();
-    RS_LOG(kInfo) << "event=prefill_start request_id=" << job.request_id;
+    if (options_.prefix_cache != nullptr) {
+      auto restored = options_.prefix_cache->Restore(job.cache_salt, job.tokens, job.state.get(),
+                                                     &job.cache_lease);
+      if (!restored.ok()) {
+        job.sink->Finish(rpc::ToGrpc(restored.status()));
+        return false;
+      }
+      job.done = job.cached_tokens = *restored;
+      std::lock_guard<std::mutex> lock(mu_);
+      stats_.queued_tokens -= job.done;
+    }
+    RS_LOG(kInfo) << "event=prefill_start request_id=" << job.request_id
+                  << " cached_tokens=" << job.cached_tokens;
   }
-  const size_t n = std::min<size_t>(options_.chunk_tokens, job.tokens.size() - job.done);
+  // Chunks end where a cold run's would, also after a restore.
+  const size_t chunk = static_cast<size_t>(options_.chunk_tokens);
+  const size_t n = std::min<size_t>(chunk - job.done % chunk, job.tokens.size() - job.done);
   const bool last = job.done + n == job.tokens.size();
   const absl::Status status = model_->Prefill(
       std::span<const int32_t>(job.tokens).subspan(job.done, n), job.state.get(),
@@ -111,6 +126,9 @@ bool PrefillScheduler::RunChunk(PrefillJob& job) {
     return false;
   }
   job.done += n;
+  if (options_.prefix_cache != nullptr) {
+    options_.prefix_cache->AfterChunk(job.cache_salt, job.tokens, *job.state, &job.cache_lease);
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     stats_.queued_tokens -= n;

@@ -18,6 +18,7 @@
 #include "common/model/sequence_state.h"
 #include "common/rpc/server_stream.h"
 #include "kernels/backend.h"
+#include "prefill_worker/prefix_cache.h"
 #include "ringserve/internal/v1/worker.pb.h"
 
 namespace ringserve::prefill {
@@ -30,6 +31,7 @@ struct PrefillJob {
   std::string decode_address;
   std::string ticket;
   bool progress = false;
+  std::string cache_salt;
   std::shared_ptr<rpc::StreamSink<internal::v1::PrefillEvent>> sink;
   absl::Time enqueued;
   // Filled by the scheduler.
@@ -38,6 +40,8 @@ struct PrefillJob {
   absl::Time started;
   absl::Time prefilled;
   int32_t first_token = 0;
+  int64_t cached_tokens = 0;  // restored from the prefix cache
+  cache::Lease cache_lease;   // released on the scheduler thread
 };
 
 // Sends a finished job's state to its decode worker; returns once the receiver acked.
@@ -62,6 +66,7 @@ class PrefillScheduler {
     uint64_t max_queued_tokens = 1 << 20;
     int max_active = 4;
     int transfer_threads = 2;
+    PrefixCache* prefix_cache = nullptr;  // not owned; null: no prefix cache
   };
   PrefillScheduler(model::HybridModel* model, const Options& options, SendState send);
   ~PrefillScheduler();

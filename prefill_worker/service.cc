@@ -9,12 +9,14 @@ namespace ringserve::prefill {
 using internal::v1::PrefillEvent;
 
 PrefillService::PrefillService(PrefillScheduler* scheduler, const model::ModelConfig* config,
-                               uint64_t epoch, std::string fingerprint, uint64_t max_queued_tokens)
+                               uint64_t epoch, std::string fingerprint, uint64_t max_queued_tokens,
+                               const PrefixCache* prefix_cache)
     : scheduler_(scheduler),
       config_(config),
       epoch_(epoch),
       fingerprint_(std::move(fingerprint)),
-      max_queued_tokens_(max_queued_tokens) {}
+      max_queued_tokens_(max_queued_tokens),
+      prefix_cache_(prefix_cache) {}
 
 grpc::ServerWriteReactor<PrefillEvent>* PrefillService::Run(
     grpc::CallbackServerContext* ctx, const internal::v1::PrefillRequest* request) {
@@ -32,6 +34,11 @@ grpc::ServerWriteReactor<PrefillEvent>* PrefillService::Run(
   }
   if (request->decode_address().empty() || request->ticket().empty()) {
     return reject(grpc::StatusCode::INVALID_ARGUMENT, "decode_address and ticket are required");
+  }
+  if (request->cache_salt().size() > kMaxCacheSaltBytes) {
+    return reject(grpc::StatusCode::INVALID_ARGUMENT,
+                  absl::StrCat("cache_salt of ", request->cache_salt().size(),
+                               " bytes exceeds the limit ", kMaxCacheSaltBytes));
   }
   auto job = std::make_unique<PrefillJob>();
   job->request_id = request->request_id();
@@ -51,6 +58,7 @@ grpc::ServerWriteReactor<PrefillEvent>* PrefillService::Run(
   job->decode_address = request->decode_address();
   job->ticket = request->ticket();
   job->progress = request->progress();
+  job->cache_salt = request->cache_salt();
   job->enqueued = absl::Now();
   auto sink = std::make_shared<rpc::StreamSink<PrefillEvent>>();
   job->sink = sink;
@@ -84,6 +92,7 @@ grpc::ServerUnaryReactor* PrefillService::GetStatus(grpc::CallbackServerContext*
   response->set_running(stats.jobs);
   response->set_transfers_in_flight(stats.transferring);
   response->set_model_fingerprint(fingerprint_);
+  if (prefix_cache_ != nullptr) *response->mutable_prefix_cache() = prefix_cache_->Summary();
   auto* reactor = ctx->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
   return reactor;

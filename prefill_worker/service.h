@@ -9,11 +9,16 @@
 namespace ringserve::prefill {
 
 // The Prefill gRPC service: validates and enqueues jobs on the scheduler, streams their events.
-// Handlers never block. Thread-safe.
+// Handlers never block. Thread-safe. `prefix_cache` (may be null) outlives it; its summary goes
+// into the status.
 class PrefillService final : public internal::v1::Prefill::CallbackService {
  public:
+  // The longest cache_salt a request may carry.
+  static constexpr size_t kMaxCacheSaltBytes = 1024;
+
   PrefillService(PrefillScheduler* scheduler, const model::ModelConfig* config, uint64_t epoch,
-                 std::string fingerprint, uint64_t max_queued_tokens);
+                 std::string fingerprint, uint64_t max_queued_tokens,
+                 const PrefixCache* prefix_cache = nullptr);
 
   grpc::ServerWriteReactor<internal::v1::PrefillEvent>* Run(
       grpc::CallbackServerContext* ctx, const internal::v1::PrefillRequest* request) override;
@@ -32,6 +37,7 @@ class PrefillService final : public internal::v1::Prefill::CallbackService {
   const uint64_t epoch_;
   const std::string fingerprint_;
   const uint64_t max_queued_tokens_;
+  const PrefixCache* const prefix_cache_;
   std::atomic<bool> ready_{false};
 };
 

@@ -355,4 +355,91 @@ absl::StatusOr<int32_t> HybridModel::SampleLast(const kernels::SamplingParams& p
   return id;
 }
 
+size_t HybridModel::checkpoint_bytes() const {
+  return static_cast<size_t>(config_.num_linear_layers() * config_.num_attention_heads *
+                             config_.head_dim * config_.head_dim) *
+         sizeof(float);
+}
+
+size_t HybridModel::kv_bytes_per_token() const {
+  return static_cast<size_t>(2 * config_.num_softmax_layers() * config_.num_key_value_heads *
+                             config_.head_dim) *
+         sizeof(uint16_t);
+}
+
+absl::StatusOr<kernels::Buffer> HybridModel::SaveLinearStates(const SequenceState& state) {
+  ASSIGN_OR_RETURN(kernels::Buffer out, backend_->Allocate(checkpoint_bytes()));
+  if (state.num_linear() > 0) {
+    backend_->CopyDeviceToDevice(out.get(), state.linear_state(0), state.linear_bytes_total());
+  }
+  return out;
+}
+
+namespace {
+
+// Calls copy(sequence span, offset in a SavedKv buffer) for every piece of the KV of tokens
+// [begin, end), in the SavedKv layout.
+template <typename Copy>
+void ForEachKvSpan(const SequenceState& state, int64_t begin, int64_t end, Copy copy) {
+  size_t offset = 0;
+  for (int64_t l = 0; l < state.num_softmax(); ++l) {
+    for (bool value : {false, true}) {
+      for (const Span& span : state.KvSpans(l, value, begin, end)) {
+        copy(span, offset);
+        offset += span.bytes;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<kernels::Buffer> HybridModel::SaveKv(const SequenceState& state, int64_t begin,
+                                                    int64_t end) {
+  if (begin < 0 || begin >= end || end > state.position()) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot save the KV of tokens [", begin, ", ",
+                                                   end, ") of a sequence at position ",
+                                                   state.position()));
+  }
+  ASSIGN_OR_RETURN(kernels::Buffer out,
+                   backend_->Allocate(static_cast<size_t>(end - begin) * kv_bytes_per_token()));
+  char* base = static_cast<char*>(out.get());
+  ForEachKvSpan(state, begin, end, [&](const Span& span, size_t offset) {
+    backend_->CopyDeviceToDevice(base + offset, span.data, span.bytes);
+  });
+  return out;
+}
+
+absl::Status HybridModel::Restore(const void* linear_states, std::span<const SavedKv> kv,
+                                  int64_t tokens, SequenceState* state) {
+  if (tokens <= 0 || tokens > state->capacity()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cannot restore ", tokens, " tokens into a sequence of capacity ", state->capacity()));
+  }
+  int64_t covered = 0;
+  for (const SavedKv& piece : kv) {
+    if (piece.begin != covered || piece.end <= piece.begin) {
+      return absl::InvalidArgumentError(absl::StrCat("saved KV [", piece.begin, ", ", piece.end,
+                                                     ") does not continue at token ", covered));
+    }
+    covered = piece.end;
+  }
+  if (covered != tokens) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("saved KV covers ", covered, " tokens, not the ", tokens, " restored"));
+  }
+  if (state->num_linear() > 0) {
+    backend_->CopyDeviceToDevice(state->linear_state(0), linear_states,
+                                 state->linear_bytes_total());
+  }
+  for (const SavedKv& piece : kv) {
+    const char* base = static_cast<const char*>(piece.data);
+    ForEachKvSpan(*state, piece.begin, piece.end, [&](const Span& span, size_t offset) {
+      backend_->CopyDeviceToDevice(span.data, base + offset, span.bytes);
+    });
+  }
+  state->set_position(tokens);
+  return absl::OkStatus();
+}
+
 }  // namespace ringserve::model

@@ -68,6 +68,31 @@ class HybridModel {
   // Samples from the logits of the last Prefill (kLast) without copying them to the host.
   absl::StatusOr<int32_t> SampleLast(const kernels::SamplingParams& params);
 
+  // Prefix checkpoints. A checkpoint at position p is every linear layer's fp32 state after p
+  // tokens, copied from the state the prefill carries between chunks, plus the KV of tokens
+  // [0, p), saved in ranges. Restoring one and prefilling the rest of a prompt in the chunks a
+  // cold run would use from p gives the cold run's results bit for bit.
+
+  // KV of prompt tokens [begin, end) as SaveKv wrote it.
+  struct SavedKv {
+    const void* data;
+    int64_t begin;
+    int64_t end;
+  };
+  // Bytes of one SaveLinearStates, and of SaveKv per token.
+  size_t checkpoint_bytes() const;
+  size_t kv_bytes_per_token() const;
+  // Copies every linear layer's state of `state` into new backend memory:
+  // [linear layers, H, D, D], fp32.
+  absl::StatusOr<kernels::Buffer> SaveLinearStates(const SequenceState& state);
+  // Copies the K and V of tokens [begin, end) (within the state's position) into new backend
+  // memory: [softmax layers, 2 (K, V), Hkv, end - begin, D], bf16.
+  absl::StatusOr<kernels::Buffer> SaveKv(const SequenceState& state, int64_t begin, int64_t end);
+  // Sets `state` to position `tokens`: linear states from `linear_states` (SaveLinearStates at
+  // that position) and KV from `kv`, which covers [0, tokens) in order.
+  absl::Status Restore(const void* linear_states, std::span<const SavedKv> kv, int64_t tokens,
+                       SequenceState* state);
+
   // Decode steps up to this batch size replay graphs (0: none).
   int64_t max_graph_batch() const { return max_graph_batch_; }
   // Sets that bound (clamped like ModelOptions::max_graph_batch) and drops the captured graphs.

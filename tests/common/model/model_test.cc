@@ -12,24 +12,9 @@
 namespace ringserve::model {
 namespace {
 
+using ::ringserve::testing::Prompt;
+using ::ringserve::testing::RelDiff;
 using ::ringserve::testing::TempDir;
-
-std::vector<int32_t> Prompt(int n, int seed = 1) {
-  std::vector<int32_t> t(n);
-  for (int i = 0; i < n; ++i) t[i] = (i * 37 + seed * 101 + i * i) % 1000;
-  return t;
-}
-
-// Max |a - b| relative to the largest |b|.
-double RelDiff(const std::vector<float>& a, const std::vector<float>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double scale = 1e-9, diff = 0;
-  for (size_t i = 0; i < b.size(); ++i) {
-    scale = std::max(scale, std::abs(static_cast<double>(b[i])));
-    diff = std::max(diff, std::abs(static_cast<double>(a[i]) - b[i]));
-  }
-  return diff / scale;
-}
 
 class ModelTest : public ::testing::Test {
  protected:
