@@ -33,8 +33,8 @@
 #include "common/base/status_macros.h"
 #include "common/model/config.h"
 #include "common/model/sequence_state.h"
+#include "common/rpc/status.h"
 #include "common/state/format.h"
-#include "common/state/grpc_status.h"
 #include "common/state/grpc_stream.h"
 #include "common/state/in_process.h"
 #include "common/state/reservations.h"
@@ -176,7 +176,7 @@ class BenchReceiver : public state::DecodeStateService {
       tickets_[request->request_id()] = r->ticket;
     }
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    reactor->Finish(state::ToGrpcStatus(r.status()));
+    reactor->Finish(rpc::ToGrpc(r.status()));
     return reactor;
   }
 
@@ -331,7 +331,7 @@ absl::StatusOr<state::Reservation> RemoteReserve(const std::shared_ptr<grpc::Cha
     done.Notify();
   });
   done.WaitForNotification();
-  RETURN_IF_ERROR(state::FromGrpcStatus(status));
+  RETURN_IF_ERROR(rpc::FromGrpc(status));
   return state::Reservation{response.ticket(), absl::InfinitePast(), response.epoch()};
 }
 

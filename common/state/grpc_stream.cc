@@ -5,7 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/base/status_macros.h"
-#include "common/state/grpc_status.h"
+#include "common/rpc/status.h"
 #include "common/state/link_transport.h"
 #include "common/state/wire.h"
 
@@ -202,7 +202,7 @@ class PushStateReactor : public grpc::ServerReadReactor<grpc::ByteBuffer> {
       if (finished_) return;
       finished_ = true;
     }
-    Finish(ToGrpcStatus(status));
+    Finish(rpc::ToGrpc(status));
   }
 
   grpc::CallbackServerContext* const context_;
@@ -259,7 +259,7 @@ void PushStateCall::OnWriteDone(bool ok) {
 void PushStateCall::OnReadDone(bool ok) { acked_ = ok; }
 
 void PushStateCall::OnDone(const grpc::Status& status) {
-  status_ = FromGrpcStatus(status);
+  status_ = rpc::FromGrpc(status);
   if (status_.ok() && !acked_) {
     status_ = absl::DataLossError("the decode worker ended the state stream without an ack");
   }
@@ -337,12 +337,12 @@ grpc::ServerUnaryReactor* DecodeStateService::OpenNcclLink(
     internal::v1::NcclLinkResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   if (links_ == nullptr) {
-    reactor->Finish(ToGrpcStatus(absl::UnimplementedError("this decode worker has no NCCL links")));
+    reactor->Finish(rpc::ToGrpc(absl::UnimplementedError("this decode worker has no NCCL links")));
     return reactor;
   }
   absl::StatusOr<internal::v1::NcclLinkResponse> opened = links_->Open(*request);
   if (opened.ok()) *response = *opened;
-  reactor->Finish(ToGrpcStatus(opened.status()));
+  reactor->Finish(rpc::ToGrpc(opened.status()));
   return reactor;
 }
 

@@ -8,7 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "common/base/status_macros.h"
-#include "common/state/grpc_status.h"
+#include "common/rpc/status.h"
 
 namespace ringserve::state {
 
@@ -292,14 +292,14 @@ absl::Status LinkStateSender::Open(const std::string& address, Peer* peer, absl:
   context.set_deadline(absl::ToChronoTime(until));
   auto stub = internal::v1::Decode::NewStub(channels_->Get(address));
   absl::Notification done;
-  grpc::Status rpc;
+  grpc::Status answer;
   stub->async()->OpenNcclLink(&context, &request, &response, [&](grpc::Status status) {
-    rpc = std::move(status);
+    answer = std::move(status);
     done.Notify();
   });
   done.WaitForNotification();
-  if (!rpc.ok()) {
-    const absl::Status status = FromGrpcStatus(rpc);
+  if (!answer.ok()) {
+    const absl::Status status = rpc::FromGrpc(answer);
     return absl::Status(status.code(),
                         absl::StrCat("opening an NCCL link to ", address, ": ", status.message()));
   }
