@@ -13,6 +13,7 @@
 #include "common/rpc/server.h"
 #include "common/state/grpc_stream.h"
 #include "common/state/link_transport.h"
+#include "common/worker/proto_convert.h"
 #include "common/worker/worker_setup.h"
 #include "prefill_worker/scheduler.h"
 #include "prefill_worker/service.h"
@@ -96,11 +97,7 @@ absl::Status Main(const std::vector<std::string>& args) {
     t.decode_address = job.decode_address;
     t.sender_epoch = epoch;
     t.first_token = static_cast<uint32_t>(job.first_token);
-    t.sampling.set_temperature(job.sampling.temperature);
-    t.sampling.set_top_k(job.sampling.top_k);
-    t.sampling.set_top_p(job.sampling.top_p);
-    t.sampling.set_min_p(job.sampling.min_p);
-    t.sampling.set_seed(job.sampling.seed);
+    t.sampling = worker::SamplingToProto(job.sampling);
     t.model_fingerprint = fingerprint;
     t.state = job.state.get();
     t.tokens = job.state->position();

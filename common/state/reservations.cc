@@ -78,6 +78,12 @@ ReservationTable::FindLocked(const std::string& request_id, const std::string& t
 absl::StatusOr<Reservation> ReservationTable::Reserve(const std::string& request_id,
                                                       int64_t prompt_tokens, int64_t max_tokens,
                                                       absl::Duration lease) {
+  RETURN_IF_ERROR(Admit(request_id, prompt_tokens, max_tokens, lease));
+  return Allocate(request_id);
+}
+
+absl::Status ReservationTable::Admit(const std::string& request_id, int64_t prompt_tokens,
+                                     int64_t max_tokens, absl::Duration lease) {
   if (request_id.empty()) return absl::InvalidArgumentError("request_id is empty");
   if (prompt_tokens < 1) {
     return absl::InvalidArgumentError(
@@ -97,37 +103,48 @@ absl::StatusOr<Reservation> ReservationTable::Reserve(const std::string& request
         absl::StrCat("lease ", absl::FormatDuration(lease), " is outside (0, ",
                      absl::FormatDuration(options_.limits.max_lease), "]"));
   }
-  Reservation reservation;
-  reservation.epoch = options_.epoch;
+  absl::MutexLock lock(&mu_);
+  auto it = entries_.find(request_id);
+  if (it != entries_.end()) {
+    return absl::AlreadyExistsError(absl::StrCat("request '", request_id,
+                                                 "' already holds a reservation (",
+                                                 PhaseName(it->second.phase), ")"));
+  }
+  if (slots_used_ >= options_.limits.max_slots) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("all ", options_.limits.max_slots, " state slots are in use"));
+  }
+  if (kv_tokens_used_ + capacity > options_.limits.max_kv_tokens) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("KV for ", capacity, " tokens does not fit: ", kv_tokens_used_, " of ",
+                     options_.limits.max_kv_tokens, " KV tokens are reserved"));
+  }
+  Entry& e = entries_[request_id];
+  e.prompt_tokens = prompt_tokens;
+  e.max_tokens = max_tokens;
+  e.lease = lease;
+  e.ticket = absl::StrFormat("%08x%08x%08x%08x", random_(), random_(), random_(), random_());
+  ++slots_used_;
+  kv_tokens_used_ += capacity;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Reservation> ReservationTable::Allocate(const std::string& request_id) {
+  int64_t capacity = 0;
   {
     absl::MutexLock lock(&mu_);
     auto it = entries_.find(request_id);
-    if (it != entries_.end()) {
-      return absl::AlreadyExistsError(absl::StrCat("request '", request_id,
-                                                   "' already holds a reservation (",
-                                                   PhaseName(it->second.phase), ")"));
+    if (it == entries_.end()) {
+      return absl::NotFoundError(absl::StrCat("no reservation for request '", request_id, "'"));
     }
-    if (slots_used_ >= options_.limits.max_slots) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("all ", options_.limits.max_slots, " state slots are in use"));
+    if (it->second.phase != Phase::kAllocating || it->second.state != nullptr) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "request '", request_id, "' is ", PhaseName(it->second.phase), ", not admitted"));
     }
-    if (kv_tokens_used_ + capacity > options_.limits.max_kv_tokens) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("KV for ", capacity, " tokens does not fit: ", kv_tokens_used_, " of ",
-                       options_.limits.max_kv_tokens, " KV tokens are reserved"));
-    }
-    Entry& e = entries_[request_id];
-    e.prompt_tokens = prompt_tokens;
-    e.max_tokens = max_tokens;
-    e.ticket = absl::StrFormat("%08x%08x%08x%08x", random_(), random_(), random_(), random_());
-    e.deadline = options_.clock->Now() + lease;
-    ++slots_used_;
-    kv_tokens_used_ += capacity;
-    reservation.ticket = e.ticket;
-    reservation.lease_deadline = e.deadline;
+    capacity = it->second.prompt_tokens + it->second.max_tokens;
   }
   // Allocation runs outside the lock; the entry is charged already and nobody else can reach it
-  // without its ticket.
+  // without its ticket (and nobody can release it while it is allocating).
   absl::StatusOr<std::unique_ptr<model::SequenceState>> state = options_.factory(capacity);
   if (state.ok() && (*state)->capacity() != capacity) {
     state = absl::InternalError(absl::StrCat("the state factory returned a capacity of ",
@@ -146,7 +163,21 @@ absl::StatusOr<Reservation> ReservationTable::Reserve(const std::string& request
   e.state_bytes = e.state->linear_bytes_total() +
                   static_cast<uint64_t>(capacity) * e.state->kv_bytes_per_token();
   e.phase = Phase::kReserved;
+  e.deadline = options_.clock->Now() + e.lease;
+  Reservation reservation;
+  reservation.epoch = options_.epoch;
+  reservation.ticket = e.ticket;
+  reservation.lease_deadline = e.deadline;
   return reservation;
+}
+
+void ReservationTable::Abandon(const std::string& request_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = entries_.find(request_id);
+  if (it == entries_.end() || it->second.phase != Phase::kAllocating) return;
+  --slots_used_;
+  kv_tokens_used_ -= it->second.prompt_tokens + it->second.max_tokens;
+  entries_.erase(it);
 }
 
 absl::StatusOr<std::unique_ptr<InboundTransfer>> ReservationTable::BeginTransfer(

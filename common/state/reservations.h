@@ -104,11 +104,24 @@ class ReservationTable {
   ReservationTable(const ReservationTable&) = delete;
   ReservationTable& operator=(const ReservationTable&) = delete;
 
-  // Reserves a slot and KV for prompt_tokens + max_tokens tokens and allocates its state.
-  // RESOURCE_EXHAUSTED when the slots or the KV tokens are used up, ALREADY_EXISTS when the
-  // request already holds a reservation, INVALID_ARGUMENT for sizes or a lease out of range.
+  // Reserves a slot and KV for prompt_tokens + max_tokens tokens and allocates its state: Admit
+  // then Allocate on the caller's thread.
   absl::StatusOr<Reservation> Reserve(const std::string& request_id, int64_t prompt_tokens,
                                       int64_t max_tokens, absl::Duration lease);
+
+  // The first half of Reserve, cheap and never blocking: checks the request and charges its
+  // slot and KV. RESOURCE_EXHAUSTED when the slots or the KV tokens are used up, ALREADY_EXISTS
+  // when the request already holds a reservation, INVALID_ARGUMENT for sizes or a lease out of
+  // range. The reservation then waits for Allocate (or Abandon): no state can arrive, its lease
+  // does not run and Release refuses it.
+  absl::Status Admit(const std::string& request_id, int64_t prompt_tokens, int64_t max_tokens,
+                     absl::Duration lease);
+  // The second half: allocates the state of an admitted request with the factory, on the
+  // caller's thread, and starts its lease. On failure the reservation is freed. NOT_FOUND when
+  // the request is unknown, FAILED_PRECONDITION when it is not waiting for its allocation.
+  absl::StatusOr<Reservation> Allocate(const std::string& request_id);
+  // Frees an admitted reservation whose allocation will not run (the worker is stopping).
+  void Abandon(const std::string& request_id);
 
   // Starts receiving the state described by `manifest` into its reservation: NOT_FOUND for an
   // unknown request, PERMISSION_DENIED for a wrong ticket, DEADLINE_EXCEEDED once the lease has
@@ -157,6 +170,7 @@ class ReservationTable {
     std::string ticket;
     int64_t prompt_tokens = 0;
     int64_t max_tokens = 0;
+    absl::Duration lease;  // asked for; the deadline is set when the state is allocated
     absl::Time deadline;
     uint64_t state_bytes = 0;
     std::unique_ptr<model::SequenceState> state;  // held while kReserved and kReady

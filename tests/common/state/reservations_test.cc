@@ -119,6 +119,35 @@ TEST_F(ReservationTableTest, FactoryFailureChargesNothing) {
   ExpectEmpty(**table);
 }
 
+TEST_F(ReservationTableTest, AdmitChargesAndAllocateStartsTheLease) {
+  ASSERT_TRUE(table_->Admit("a", 10, 20, kLease).ok());
+  EXPECT_EQ(table_->Admit("a", 1, 1, kLease).code(), absl::StatusCode::kAlreadyExists);
+  ReservationStats s = table_->Stats();
+  EXPECT_EQ(s.slots_used, 1);
+  EXPECT_EQ(s.kv_tokens_used, 30);
+  EXPECT_EQ(s.state_bytes, 0u);  // nothing allocated yet
+  EXPECT_EQ(table_->ExpireLeases(), 0);
+
+  clock_.Advance(kLease * 2);  // the lease runs from the allocation, not the admission
+  auto r = table_->Allocate("a");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->lease_deadline, clock_.Now() + kLease);
+  EXPECT_EQ(table_->Stats().state_bytes, ComputeStateSize(model_->config(), 30).total());
+  EXPECT_EQ(table_->Allocate("a").status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(table_->Allocate("b").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(table_->Release("a", r->ticket).ok());
+  ExpectEmpty(*table_);
+}
+
+TEST_F(ReservationTableTest, AbandonFreesAnAdmittedReservation) {
+  ASSERT_TRUE(table_->Admit("a", 10, 20, kLease).ok());
+  table_->Abandon("a");
+  ExpectEmpty(*table_);
+  ASSERT_TRUE(table_->Reserve("b", 1, 1, kLease).ok());
+  table_->Abandon("b");  // allocated: left alone
+  EXPECT_EQ(table_->Stats().slots_used, 1);
+}
+
 TEST_F(ReservationTableTest, StateGoesReservedReceivingReadyRunningReleased) {
   auto r = table_->Reserve("a", 24, 8, kLease);
   ASSERT_TRUE(r.ok());
