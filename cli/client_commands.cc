@@ -60,7 +60,7 @@ absl::Status GenerateRemote(const std::vector<std::string>& args) {
   AddClientFlags(&flags);
   flags.String("prompt", "", "prompt text");
   flags.String("prompt-file", "", "file holding the prompt text");
-  flags.String("prompt-tokens", "", "comma-separated prompt token ids");
+  AddTokenIdFlags(&flags, "prompt-tokens");
   flags.String("max-tokens", "64", "tokens to generate");
   flags.String("stop", "", "a stop string");
   flags.Bool("ignore-eos", false, "do not stop at the model's eos ids");
@@ -70,8 +70,8 @@ absl::Status GenerateRemote(const std::vector<std::string>& args) {
   AddSamplingFlags(&flags);
   RETURN_IF_ERROR(flags.Parse(args));
   GenerateRequest req;
-  if (!flags.Get("prompt-tokens").empty()) {
-    ASSIGN_OR_RETURN(std::vector<int64_t> ids, flags.GetIntList("prompt-tokens"));
+  if (HasTokenIds(flags, "prompt-tokens")) {
+    ASSIGN_OR_RETURN(std::vector<int64_t> ids, TokenIds(flags, "prompt-tokens"));
     for (int64_t id : ids) req.mutable_token_ids()->add_ids(static_cast<uint32_t>(id));
   } else if (!flags.Get("prompt-file").empty()) {
     ASSIGN_OR_RETURN(*req.mutable_text(), base::ReadFileToString(flags.Get("prompt-file")));
@@ -195,11 +195,7 @@ absl::Status Status(const std::vector<std::string>& args) {
 }
 
 absl::Status ClusterUp(const std::vector<std::string>& args) {
-  if (args.empty() || args[0] != "up") {
-    return absl::InvalidArgumentError(
-        "usage: ringctl cluster up --model DIR [--prefill N] "
-        "[--decode M] [--port P]");
-  }
+  const bool up = !args.empty() && args[0] == "up";
   base::FlagSet flags("ringctl cluster up");
   flags.String("model", "", "checkpoint directory");
   flags.String("prefill", "1", "prefill workers");
@@ -207,7 +203,8 @@ absl::Status ClusterUp(const std::vector<std::string>& args) {
   flags.String("port", "50051", "router port");
   flags.String("threads", "0", "CPU threads per worker (0 = all cores)");
   flags.String("device", "cpu", "cpu or cuda");
-  RETURN_IF_ERROR(flags.Parse(std::vector<std::string>(args.begin() + 1, args.end())));
+  RETURN_IF_ERROR(flags.Parse(std::vector<std::string>(args.begin() + (up ? 1 : 0), args.end())));
+  if (!up) return absl::InvalidArgumentError(absl::StrCat("the command is 'up'\n", flags.Usage()));
   if (flags.Get("model").empty()) return absl::InvalidArgumentError("--model is required");
   LocalCluster::Options options;
   options.bin_dir = SelfDirectory();
