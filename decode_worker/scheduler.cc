@@ -27,6 +27,12 @@ const char* ReasonName(FinishReason reason) {
 
 absl::Status Stopping() { return absl::UnavailableError("decode worker stopping"); }
 
+// Ends a sequence that never joined the batch because the scheduler stopped.
+void EndUnjoined(ReadySequence& seq) {
+  seq.sink->Finished({FinishReason::kCancelled, Stopping(), 0, absl::ZeroDuration()});
+  if (seq.on_finish) seq.on_finish();
+}
+
 }  // namespace
 
 Scheduler::Scheduler(model::HybridModel* model, Options options)
@@ -55,10 +61,7 @@ void Scheduler::Stop() {
     stats_.waiting = 0;
     stats_.admissions = 0;
   }
-  for (ReadySequence& seq : pending) {
-    seq.sink->Finished({FinishReason::kCancelled, Stopping(), 0, absl::ZeroDuration()});
-    if (seq.on_finish) seq.on_finish();
-  }
+  for (ReadySequence& seq : pending) EndUnjoined(seq);
   for (Admission& admission : admissions) admission(Stopping());
 }
 
@@ -73,8 +76,7 @@ void Scheduler::Submit(ReadySequence sequence) {
     }
   }
   if (stopped) {
-    sequence.sink->Finished({FinishReason::kCancelled, Stopping(), 0, absl::ZeroDuration()});
-    if (sequence.on_finish) sequence.on_finish();
+    EndUnjoined(sequence);
     return;
   }
   cv_.notify_all();

@@ -92,6 +92,15 @@ class SchedulerTest : public ::testing::Test {
     return seq;
   }
 
+  // Submits a sequence whose sink has no room and waits until the scheduler has paused it.
+  std::shared_ptr<FakeSink> SubmitPaused(Scheduler& scheduler, int64_t max_tokens) {
+    auto sink = std::make_shared<FakeSink>();
+    sink->set_room(false);
+    scheduler.Submit(Sequence("a", max_tokens, sink));
+    EXPECT_TRUE(sink->WaitForRoomChecks(1));
+    return sink;
+  }
+
   Scheduler::Options Options() {
     Scheduler::Options o;
     o.max_batch = 4;
@@ -124,10 +133,7 @@ TEST_F(SchedulerTest, DecodesToMaxTokens) {
 TEST_F(SchedulerTest, PausesWhileItsSinkIsFullAndResumesWhenWoken) {
   Scheduler scheduler(model_->model.get(), Options());
   scheduler.Start();
-  auto sink = std::make_shared<FakeSink>();
-  sink->set_room(false);
-  scheduler.Submit(Sequence("a", 6, sink));
-  ASSERT_TRUE(sink->WaitForRoomChecks(1));
+  auto sink = SubmitPaused(scheduler, 6);
   scheduler.Wake();
   ASSERT_TRUE(sink->WaitForRoomChecks(2));  // the loop went round once more: counts are current
   SchedulerStats stats = scheduler.stats();
@@ -150,10 +156,7 @@ TEST_F(SchedulerTest, PausesWhileItsSinkIsFullAndResumesWhenWoken) {
 TEST_F(SchedulerTest, EndsASequenceWhoseSinkStaysFullAndFreesIt) {
   Scheduler scheduler(model_->model.get(), Options());
   scheduler.Start();
-  auto sink = std::make_shared<FakeSink>();
-  sink->set_room(false);
-  scheduler.Submit(Sequence("a", 100, sink));
-  ASSERT_TRUE(sink->WaitForRoomChecks(1));
+  auto sink = SubmitPaused(scheduler, 100);
   clock_.Advance(absl::Seconds(9));
   scheduler.Wake();
   ASSERT_TRUE(sink->WaitForRoomChecks(2));
@@ -175,10 +178,7 @@ TEST_F(SchedulerTest, EndsASequenceWhoseSinkStaysFullAndFreesIt) {
 TEST_F(SchedulerTest, CancelEndsAPausedSequence) {
   Scheduler scheduler(model_->model.get(), Options());
   scheduler.Start();
-  auto sink = std::make_shared<FakeSink>();
-  sink->set_room(false);
-  scheduler.Submit(Sequence("a", 100, sink));
-  ASSERT_TRUE(sink->WaitForRoomChecks(1));
+  auto sink = SubmitPaused(scheduler, 100);
   scheduler.Cancel("a");
   const std::optional<SequenceEnd> end = sink->WaitForEnd();
   ASSERT_TRUE(end.has_value());
@@ -210,10 +210,7 @@ TEST_F(SchedulerTest, AdmissionsRunOnTheSchedulerThreadAndFailOnceStopped) {
 TEST_F(SchedulerTest, AdmissionsRunWhileASequenceIsPaused) {
   Scheduler scheduler(model_->model.get(), Options());
   scheduler.Start();
-  auto sink = std::make_shared<FakeSink>();
-  sink->set_room(false);
-  scheduler.Submit(Sequence("a", 100, sink));
-  ASSERT_TRUE(sink->WaitForRoomChecks(1));
+  auto sink = SubmitPaused(scheduler, 100);
   absl::Notification ran;
   scheduler.PostAdmission([&](const absl::Status&) { ran.Notify(); });
   EXPECT_TRUE(ran.WaitForNotificationWithTimeout(kWait));
