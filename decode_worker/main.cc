@@ -14,6 +14,7 @@
 #include "common/rpc/server.h"
 #include "common/state/link_transport.h"
 #include "common/state/reservations.h"
+#include "common/worker/model_state.h"
 #include "common/worker/worker_setup.h"
 #include "decode_worker/scheduler.h"
 #include "decode_worker/service.h"
@@ -57,13 +58,15 @@ absl::Status Main(const std::vector<std::string>& args) {
   Scheduler scheduler(model, scheduler_options);
   DecodeService* service_ptr = nullptr;
   state::ReservationTable::Options table_options;
-  table_options.config = model->config();
+  table_options.layout = worker::LayoutOf(model->config());
   table_options.model_fingerprint = fingerprint;
   table_options.limits.max_slots = max_seqs;
   table_options.limits.max_kv_tokens = kv_tokens;
   table_options.limits.max_lease = absl::Milliseconds(lease_ms);
   // Called by the service's admissions, on the scheduler thread between decode steps.
-  table_options.factory = [model](int64_t capacity) { return model->NewState(capacity); };
+  table_options.factory = [model](int64_t capacity) {
+    return worker::ModelState::Wrap(model->NewState(capacity));
+  };
   table_options.epoch = epoch;
   std::unique_ptr<state::StateMemory> device_memory;
   if (flags.Get("device") == "cuda") {

@@ -6,6 +6,7 @@
 #include "common/base/logging.h"
 #include "common/rpc/server_stream.h"
 #include "common/rpc/status.h"
+#include "common/worker/model_state.h"
 #include "common/worker/proto_convert.h"
 #include "ringserve/v1/generation.pb.h"
 
@@ -184,9 +185,17 @@ void DecodeService::MaybeStart(const std::string& request_id) {
     if (it == requests_.end() || it->second.started) return;
     it->second.started = true;
   }
+  absl::StatusOr<std::unique_ptr<model::SequenceState>> state =
+      worker::ModelState::Unwrap(std::move(ready->state));
+  if (!state.ok()) {
+    table_->Release(request_id, ticket).IgnoreError();
+    Forget(request_id);
+    stream->Finish(rpc::ToGrpc(state.status()));
+    return;
+  }
   ReadySequence seq;
   seq.request_id = request_id;
-  seq.state = std::move(ready->state);
+  seq.state = std::move(*state);
   seq.first_token = static_cast<int32_t>(ready->first_token);
   seq.options.sampling = worker::SamplingFromProto(ready->sampling);
   seq.options.max_tokens = stopping.max_tokens();

@@ -282,9 +282,9 @@ absl::StatusOr<uint64_t> PushStateCall::Wait() {
   return ack.bytes_received();
 }
 
-GrpcStateSender::GrpcStateSender(const model::ModelConfig& config, ChannelCache* channels,
+GrpcStateSender::GrpcStateSender(const StateLayout& layout, ChannelCache* channels,
                                  GrpcSenderOptions options)
-    : config_(config),
+    : layout_(layout),
       channels_(channels),
       options_(options),
       buffers_(std::make_shared<PieceBufferPool>(options.piece_bytes + kFramingBytes)) {}
@@ -293,8 +293,8 @@ absl::StatusOr<TransferResult> GrpcStateSender::Send(const TransferJob& job, abs
   if (options_.piece_bytes == 0) return absl::InvalidArgumentError("piece_bytes is 0");
   const absl::Time start = absl::Now();
   ASSIGN_OR_RETURN(const StateManifest manifest,
-                   BuildJobManifest(config_, job, {options_.kv_chunk_tokens, true}));
-  PieceReader reader(config_, *job.state, manifest, options_.piece_bytes, job.memory);
+                   BuildJobManifest(layout_, job, {options_.kv_chunk_tokens, true}));
+  PieceReader reader(layout_, *job.state, manifest, options_.piece_bytes, job.memory);
   Piece piece;
   absl::Status read;
   PushStateCall call(

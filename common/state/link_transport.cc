@@ -214,7 +214,7 @@ absl::Status LinkReceiver::Receive(const StateManifest& manifest, absl::Time dea
     for (int i = 0; status.ok() && i < m.segments_size(); ++i) {
       status = transfer->ConsumeInPlace(
           static_cast<uint32_t>(i),
-          [&](const std::vector<model::Span>& spans) { return byte_link->Recv(spans, until); });
+          [&](const std::vector<Span>& spans) { return byte_link->Recv(spans, until); });
     }
     if (status.ok()) {
       status = transfer->Finish();
@@ -254,7 +254,7 @@ absl::StatusOr<TransferResult> LinkStateSender::Send(const TransferJob& job, abs
   }
   const absl::Time start = absl::Now();
   ASSIGN_OR_RETURN(StateManifest manifest,
-                   BuildJobManifest(config_, job, {options_.kv_chunk_tokens, false}));
+                   BuildJobManifest(layout_, job, {options_.kv_chunk_tokens, false}));
   Peer* peer;
   {
     absl::MutexLock lock(&mu_);
@@ -327,7 +327,7 @@ absl::StatusOr<uint64_t> LinkStateSender::SendOnce(const TransferJob& job,
   call.Start(channels_->Get(job.decode_address), deadline);
   absl::Status sent;
   for (int i = 0; sent.ok() && i < manifest.segments_size(); ++i) {
-    sent = link->Send(SegmentSpans(config_, *job.state, manifest.segments(i)), deadline);
+    sent = link->Send(SegmentSpans(layout_, *job.state, manifest.segments(i)), deadline);
   }
   if (sent.ok()) return call.Wait();
   // The aborted link fails the receiver's side too, which ends the call; the call's error

@@ -93,10 +93,10 @@ absl::Status ReservationTable::Admit(const std::string& request_id, int64_t prom
     return absl::InvalidArgumentError(absl::StrCat("max_tokens ", max_tokens, " is negative"));
   }
   const int64_t capacity = prompt_tokens + max_tokens;
-  if (capacity > options_.config.max_position_embeddings) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "prompt_tokens ", prompt_tokens, " + max_tokens ", max_tokens, " = ", capacity,
-        " exceeds the model's ", options_.config.max_position_embeddings, " positions"));
+  if (capacity > options_.layout.max_positions) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("prompt_tokens ", prompt_tokens, " + max_tokens ", max_tokens, " = ", capacity,
+                     " exceeds the model's ", options_.layout.max_positions, " positions"));
   }
   if (lease <= absl::ZeroDuration() || lease > options_.limits.max_lease) {
     return absl::InvalidArgumentError(
@@ -145,7 +145,7 @@ absl::StatusOr<Reservation> ReservationTable::Allocate(const std::string& reques
   }
   // Allocation runs outside the lock; the entry is charged already and nobody else can reach it
   // without its ticket (and nobody can release it while it is allocating).
-  absl::StatusOr<std::unique_ptr<model::SequenceState>> state = options_.factory(capacity);
+  absl::StatusOr<std::unique_ptr<StateBuffer>> state = options_.factory(capacity);
   if (state.ok() && (*state)->capacity() != capacity) {
     state = absl::InternalError(absl::StrCat("the state factory returned a capacity of ",
                                              (*state)->capacity(), " tokens, not ", capacity));
@@ -210,7 +210,7 @@ absl::StatusOr<std::unique_ptr<InboundTransfer>> ReservationTable::BeginTransfer
         return mismatch;
       }
       absl::StatusOr<std::unique_ptr<StateAssembler>> assembler = StateAssembler::Create(
-          options_.config, options_.model_fingerprint, manifest, e.state.get(), options_.memory);
+          options_.layout, options_.model_fingerprint, manifest, e.state.get(), options_.memory);
       if (!assembler.ok()) {
         EraseLocked(it, assembler.status(), &after);
         return assembler.status();
@@ -227,7 +227,7 @@ absl::StatusOr<std::unique_ptr<InboundTransfer>> ReservationTable::BeginTransfer
 }
 
 absl::Status ReservationTable::CompleteTransfer(const std::string& request_id,
-                                                std::unique_ptr<model::SequenceState> state,
+                                                std::unique_ptr<StateBuffer> state,
                                                 const internal::v1::StateManifest& manifest,
                                                 uint64_t bytes) {
   Aftermath after;
@@ -381,7 +381,7 @@ ReservationStats ReservationTable::Stats() const {
 }
 
 InboundTransfer::InboundTransfer(ReservationTable* table, std::string request_id,
-                                 std::unique_ptr<model::SequenceState> state,
+                                 std::unique_ptr<StateBuffer> state,
                                  std::unique_ptr<StateAssembler> assembler,
                                  std::shared_ptr<ReservationTable::Cancel> cancel)
     : table_(table),
@@ -418,7 +418,7 @@ absl::Status InboundTransfer::Consume(uint32_t segment, uint64_t offset,
 }
 
 absl::Status InboundTransfer::ConsumeInPlace(
-    uint32_t segment, const std::function<absl::Status(const std::vector<model::Span>&)>& fill) {
+    uint32_t segment, const std::function<absl::Status(const std::vector<Span>&)>& fill) {
   RETURN_IF_ERROR(Check(absl::OkStatus()));
   return Check(assembler_->ConsumeInPlace(segment, fill));
 }
