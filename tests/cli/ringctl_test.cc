@@ -2,11 +2,16 @@
 #include <stdio.h>
 #include <sys/wait.h>
 
+#include <csignal>
+#include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/base/subprocess.h"
 #include "gtest/gtest.h"
 #include "tests/common/model/test_model_dir.h"
 
@@ -71,6 +76,43 @@ TEST(RingctlTest, TokenIdsComeFromAFileToo) {
       0);
   std::ofstream(file) << "5 x";
   EXPECT_NE(RunShell(generate + " --prompt-tokens-file " + file + " 2>/dev/null").first, 0);
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+TEST(RingctlTest, ClusterUpWritesEachProcessLogToItsFile) {
+  ringserve::testing::TempDir dir;
+  const std::string model = dir.path() + "/model";
+  std::filesystem::create_directories(model);
+  ringserve::testing::WriteTinyModel(model);
+  const std::string logs = dir.path() + "/logs";
+  const std::string out = dir.path() + "/out.txt";
+  auto cluster = base::Subprocess::Start({Bin("ringctl"), "cluster", "up", "--model", model,
+                                          "--port", "0", "--threads", "1", "--log-dir", logs},
+                                         /*ready=*/false, out);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  // Another process: its output is polled, at most every 50 ms.
+  const absl::Time give_up = absl::Now() + absl::Minutes(2);
+  while (ReadFile(out).find("cluster up") == std::string::npos && absl::Now() < give_up &&
+         (*cluster)->running()) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  ASSERT_TRUE((*cluster)->Signal(SIGTERM).ok());
+  auto code = (*cluster)->Wait(absl::Minutes(1));
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 0);
+
+  const std::string shown = ReadFile(out);
+  EXPECT_NE(shown.find("logs: " + logs), std::string::npos) << shown;
+  EXPECT_NE(shown.find("cluster up; router at"), std::string::npos) << shown;
+  EXPECT_EQ(shown.find("event="), std::string::npos) << "process logs on the terminal:\n" << shown;
+  for (const char* name : {"router-0.log", "prefill-0.log", "decode-0.log"}) {
+    const std::string log = ReadFile(logs + "/" + name);
+    EXPECT_NE(log.find("event=listening"), std::string::npos) << name << ":\n" << log;
+  }
 }
 
 }  // namespace
