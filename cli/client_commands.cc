@@ -2,7 +2,11 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <mutex>
 #include <optional>
@@ -60,7 +64,7 @@ absl::Status GenerateRemote(const std::vector<std::string>& args) {
   AddClientFlags(&flags);
   flags.String("prompt", "", "prompt text");
   flags.String("prompt-file", "", "file holding the prompt text");
-  flags.String("prompt-tokens", "", "comma-separated prompt token ids");
+  AddTokenIdFlags(&flags, "prompt-tokens");
   flags.String("max-tokens", "64", "tokens to generate");
   flags.String("stop", "", "a stop string");
   flags.Bool("ignore-eos", false, "do not stop at the model's eos ids");
@@ -70,8 +74,8 @@ absl::Status GenerateRemote(const std::vector<std::string>& args) {
   AddSamplingFlags(&flags);
   RETURN_IF_ERROR(flags.Parse(args));
   GenerateRequest req;
-  if (!flags.Get("prompt-tokens").empty()) {
-    ASSIGN_OR_RETURN(std::vector<int64_t> ids, flags.GetIntList("prompt-tokens"));
+  if (HasTokenIds(flags, "prompt-tokens")) {
+    ASSIGN_OR_RETURN(std::vector<int64_t> ids, TokenIds(flags, "prompt-tokens"));
     for (int64_t id : ids) req.mutable_token_ids()->add_ids(static_cast<uint32_t>(id));
   } else if (!flags.Get("prompt-file").empty()) {
     ASSIGN_OR_RETURN(*req.mutable_text(), base::ReadFileToString(flags.Get("prompt-file")));
@@ -194,12 +198,28 @@ absl::Status Status(const std::vector<std::string>& args) {
   }
 }
 
-absl::Status ClusterUp(const std::vector<std::string>& args) {
-  if (args.empty() || args[0] != "up") {
-    return absl::InvalidArgumentError(
-        "usage: ringctl cluster up --model DIR [--prefill N] "
-        "[--decode M] [--port P]");
+// `dir` (made when missing), or a fresh directory under $TMPDIR (or /tmp) when empty.
+absl::StatusOr<std::string> LogDirectory(const std::string& dir) {
+  if (dir.empty()) {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string pattern =
+        absl::StrCat(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp", "/ringserve-cluster-XXXXXX");
+    if (::mkdtemp(pattern.data()) == nullptr) {
+      return absl::InternalError(absl::StrCat("mkdtemp ", pattern, ": ", std::strerror(errno)));
+    }
+    return pattern;
   }
+  std::error_code error;
+  std::filesystem::create_directories(dir, error);
+  if (error) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--log-dir ", dir, " cannot be made: ", error.message()));
+  }
+  return dir;
+}
+
+absl::Status ClusterUp(const std::vector<std::string>& args) {
+  const bool up = !args.empty() && args[0] == "up";
   base::FlagSet flags("ringctl cluster up");
   flags.String("model", "", "checkpoint directory");
   flags.String("prefill", "1", "prefill workers");
@@ -207,7 +227,11 @@ absl::Status ClusterUp(const std::vector<std::string>& args) {
   flags.String("port", "50051", "router port");
   flags.String("threads", "0", "CPU threads per worker (0 = all cores)");
   flags.String("device", "cpu", "cpu or cuda");
-  RETURN_IF_ERROR(flags.Parse(std::vector<std::string>(args.begin() + 1, args.end())));
+  flags.String("log-dir", "",
+               "directory for each process's log (<role>-<index>.log); default: a fresh one "
+               "under $TMPDIR, printed at start");
+  RETURN_IF_ERROR(flags.Parse(std::vector<std::string>(args.begin() + (up ? 1 : 0), args.end())));
+  if (!up) return absl::InvalidArgumentError(absl::StrCat("the command is 'up'\n", flags.Usage()));
   if (flags.Get("model").empty()) return absl::InvalidArgumentError("--model is required");
   LocalCluster::Options options;
   options.bin_dir = SelfDirectory();
@@ -224,6 +248,9 @@ absl::Status ClusterUp(const std::vector<std::string>& args) {
   options.worker_args = {"--threads=" + flags.Get("threads"), "--device=" + flags.Get("device"),
                          "--metrics-port=0"};
   options.router_args = {"--metrics-port=0"};
+  ASSIGN_OR_RETURN(options.log_dir, LogDirectory(flags.Get("log-dir")));
+  std::printf("logs: %s\n", options.log_dir.c_str());
+  std::fflush(stdout);
   rpc::BlockTerminationSignals();
   ASSIGN_OR_RETURN(auto cluster, LocalCluster::Start(options));
   for (const auto& m : cluster->members()) {
@@ -235,6 +262,7 @@ absl::Status ClusterUp(const std::vector<std::string>& args) {
   rpc::WaitForTerminationSignal();
   std::printf("stopping\n");
   cluster->Stop(absl::Seconds(30));
+  std::printf("stopped; logs in %s\n", options.log_dir.c_str());
   return absl::OkStatus();
 }
 

@@ -20,7 +20,12 @@ std::string SelfDirectory() {
 
 absl::StatusOr<std::string> LocalCluster::StartProcess(Member* member,
                                                        std::vector<std::string> argv) {
-  ASSIGN_OR_RETURN(member->process, base::Subprocess::Start(std::move(argv), /*ready=*/true));
+  if (!options_.log_dir.empty()) {
+    member->log_path =
+        absl::StrCat(options_.log_dir, "/", member->role, "-", member->index, ".log");
+  }
+  ASSIGN_OR_RETURN(member->process,
+                   base::Subprocess::Start(std::move(argv), /*ready=*/true, member->log_path));
   ASSIGN_OR_RETURN(const std::string line, member->process->WaitReady(absl::Minutes(5)));
   const std::vector<std::string> ports = absl::StrSplit(line, ' ');
   member->address = absl::StrCat("127.0.0.1:", ports[0]);

@@ -24,6 +24,8 @@ class LocalCluster {
     std::vector<std::string> prefill_args;
     std::vector<std::string> decode_args;
     std::vector<std::string> router_args;
+    // When set, each process's stdout and stderr go to <log_dir>/<role>-<index>.log (appended).
+    std::string log_dir;
   };
   struct Member {
     std::string role;  // router, prefill, decode
@@ -31,6 +33,7 @@ class LocalCluster {
     std::unique_ptr<base::Subprocess> process;
     std::string address;
     std::string metrics_url;  // empty when the process serves no metrics
+    std::string log_path;     // empty when the process writes to this one's output
   };
 
   static absl::StatusOr<std::unique_ptr<LocalCluster>> Start(const Options& options);

@@ -38,9 +38,9 @@ absl::Status MakeModel(const std::vector<std::string>& args) {
 absl::Status Logits(const std::vector<std::string>& args) {
   base::FlagSet flags("ringctl logits");
   AddEngineFlags(&flags);
-  flags.String("tokens", "", "comma-separated token ids");
+  AddTokenIdFlags(&flags, "tokens");
   RETURN_IF_ERROR(flags.Parse(args));
-  ASSIGN_OR_RETURN(std::vector<int64_t> ids, flags.GetIntList("tokens"));
+  ASSIGN_OR_RETURN(std::vector<int64_t> ids, TokenIds(flags, "tokens"));
   ASSIGN_OR_RETURN(Engine engine, LoadEngine(flags));
   std::vector<int32_t> tokens(ids.begin(), ids.end());
   ASSIGN_OR_RETURN(auto state, engine.model->NewState(std::max<int64_t>(1, tokens.size())));
@@ -68,12 +68,12 @@ absl::Status GenerateOffline(const std::vector<std::string>& args) {
   base::FlagSet flags("ringctl generate --offline");
   AddEngineFlags(&flags);
   flags.Bool("offline", false, "run the engine in this process");
-  flags.String("prompt-tokens", "", "comma-separated prompt token ids");
+  AddTokenIdFlags(&flags, "prompt-tokens");
   flags.String("max-tokens", "16", "tokens to generate");
   flags.Bool("ignore-eos", false, "do not stop at the model's eos ids");
   AddSamplingFlags(&flags);
   RETURN_IF_ERROR(flags.Parse(args));
-  ASSIGN_OR_RETURN(std::vector<int64_t> ids, flags.GetIntList("prompt-tokens"));
+  ASSIGN_OR_RETURN(std::vector<int64_t> ids, TokenIds(flags, "prompt-tokens"));
   ASSIGN_OR_RETURN(const int64_t max_tokens, flags.GetInt("max-tokens"));
   ASSIGN_OR_RETURN(kernels::SamplingParams sampling, ParseSampling(flags));
   ASSIGN_OR_RETURN(const int64_t chunk, flags.GetInt("chunk-tokens"));

@@ -22,7 +22,9 @@ const std::map<std::string, Command>& Commands() {
   static const auto* commands = new std::map<std::string, Command>{
       {"make-model",
        {RunMakeModel, "write a default checkpoint (--preset tiny|small[-softmax] --out DIR)"}},
-      {"logits", {RunLogits, "print the logits of every position (--model DIR --tokens 1,2,3)"}},
+      {"logits",
+       {RunLogits,
+        "print the logits of every position (--model DIR --tokens 1,2,3 | --tokens-file F)"}},
       {"generate", {RunGenerate, "generate offline (--offline) or through a router (--router)"}},
       {"tokenize", {RunTokenize, "print the ids of a text (--model DIR --text T | --file F)"}},
       {"detokenize", {RunDetokenize, "print the text of ids (--model DIR --ids 1,2,3)"}},
@@ -45,12 +47,17 @@ const std::map<std::string, Command>& Commands() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2 || Commands().count(argv[1]) == 0) {
-    std::fprintf(stderr, "usage: ringctl COMMAND [flags]\ncommands:\n");
+  const std::string first = argc < 2 ? "" : argv[1];
+  const bool help = first == "--help" || first == "-h" || first == "help";
+  if (help || Commands().count(first) == 0) {
+    FILE* out = help ? stdout : stderr;
+    std::fprintf(out,
+                 "usage: ringctl COMMAND [flags]  (ringctl COMMAND --help for its flags)\n"
+                 "commands:\n");
     for (const auto& [name, cmd] : Commands()) {
-      std::fprintf(stderr, "  %-16s %s\n", name.c_str(), cmd.help);
+      std::fprintf(out, "  %-16s %s\n", name.c_str(), cmd.help);
     }
-    return 2;
+    return help ? 0 : 2;
   }
   return Commands().at(argv[1]).run(std::vector<std::string>(argv + 2, argv + argc));
 }

@@ -33,11 +33,12 @@
 #include "common/base/status_macros.h"
 #include "common/model/config.h"
 #include "common/model/sequence_state.h"
+#include "common/rpc/status.h"
 #include "common/state/format.h"
-#include "common/state/grpc_status.h"
 #include "common/state/grpc_stream.h"
 #include "common/state/in_process.h"
 #include "common/state/reservations.h"
+#include "common/worker/model_state.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/sampling.h"
 
@@ -71,7 +72,7 @@ absl::Status StateSize(const std::vector<std::string>& args) {
   }
   ASSIGN_OR_RETURN(const model::ModelConfig config,
                    model::ModelConfig::FromDirectory(flags.Get("model")));
-  const state::StateSize size = state::ComputeStateSize(config, tokens);
+  const state::StateSize size = state::ComputeStateSize(worker::LayoutOf(config), tokens);
   const double ratio =
       static_cast<double>(size.all_softmax_kv_bytes) / static_cast<double>(size.total());
   if (flags.GetBool("json")) {
@@ -176,7 +177,7 @@ class BenchReceiver : public state::DecodeStateService {
       tickets_[request->request_id()] = r->ticket;
     }
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    reactor->Finish(state::ToGrpcStatus(r.status()));
+    reactor->Finish(rpc::ToGrpc(r.status()));
     return reactor;
   }
 
@@ -215,10 +216,12 @@ absl::Status Serve(const base::FlagSet& flags) {
   kernels::CpuBackend backend(1);
   BenchReceiver* receiver = nullptr;
   state::ReservationTable::Options options;
-  options.config = config;
+  options.layout = worker::LayoutOf(config);
   options.model_fingerprint = kBenchFingerprint;
   options.limits = {2, kv_tokens};
-  options.factory = [&](int64_t capacity) { return CommittedState(config, &backend, capacity); };
+  options.factory = [&](int64_t capacity) {
+    return worker::ModelState::Wrap(CommittedState(config, &backend, capacity));
+  };
   options.listener = [&receiver](const std::string& id, const absl::Status& status) {
     receiver->OnState(id, status);
   };
@@ -331,7 +334,7 @@ absl::StatusOr<state::Reservation> RemoteReserve(const std::shared_ptr<grpc::Cha
     done.Notify();
   });
   done.WaitForNotification();
-  RETURN_IF_ERROR(state::FromGrpcStatus(status));
+  RETURN_IF_ERROR(rpc::FromGrpc(status));
   return state::Reservation{response.ticket(), absl::InfinitePast(), response.epoch()};
 }
 
@@ -359,7 +362,8 @@ absl::StatusOr<SizeResult> BenchOneSize(const model::ModelConfig& config, kernel
                                         const std::string& grpc_address, int tcp_fd) {
   SizeResult result;
   result.tokens = tokens;
-  result.bytes = state::ComputeStateSize(config, tokens).total();
+  const state::StateLayout layout = worker::LayoutOf(config);
+  result.bytes = state::ComputeStateSize(layout, tokens).total();
   ASSIGN_OR_RETURN(auto source, model::SequenceState::Create(config, backend, tokens));
   uint64_t counter = static_cast<uint64_t>(tokens);
   const std::vector<model::Span> spans = StateSpans(*source, tokens);
@@ -384,17 +388,20 @@ absl::StatusOr<SizeResult> BenchOneSize(const model::ModelConfig& config, kernel
   }
 
   state::ReservationTable::Options options;
-  options.config = config;
+  options.layout = layout;
   options.model_fingerprint = kBenchFingerprint;
   options.limits = {1, tokens};
-  options.factory = [&](int64_t capacity) { return CommittedState(config, backend, capacity); };
+  options.factory = [&](int64_t capacity) {
+    return worker::ModelState::Wrap(CommittedState(config, backend, capacity));
+  };
   ASSIGN_OR_RETURN(auto table, state::ReservationTable::Create(std::move(options)));
-  state::InProcessStateSender in_process(config, "in-process", table.get());
-  state::GrpcStateSender grpc_sender(config, channels, grpc_options);
+  state::InProcessStateSender in_process(layout, "in-process", table.get());
+  state::GrpcStateSender grpc_sender(layout, channels, grpc_options);
+  const worker::ModelState source_view(source.get());
   state::TransferJob job;
   job.sender_epoch = 1;
   job.model_fingerprint = kBenchFingerprint;
-  job.state = source.get();
+  job.state = &source_view;
   job.tokens = tokens;
   for (int64_t rep = 0; rep < reps; ++rep) {
     job.request_id = absl::StrCat("bench-", tokens, "-", rep);

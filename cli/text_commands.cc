@@ -6,6 +6,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "cli/common.h"
 #include "common/base/flags.h"
 #include "common/base/mapped_file.h"
 #include "common/base/status_macros.h"
@@ -67,11 +68,13 @@ absl::Status Tokenize(const std::vector<std::string>& args) {
 absl::Status Detokenize(const std::vector<std::string>& args) {
   base::FlagSet flags("ringctl detokenize");
   flags.String("model", "", "checkpoint directory with tokenizer.json");
-  flags.String("ids", "", "comma-separated token ids, e.g. 1,2,3");
+  AddTokenIdFlags(&flags, "ids");
   flags.Bool("skip-special-tokens", false, "leave special tokens out of the text");
   RETURN_IF_ERROR(ParseFlags(&flags, args));
-  if (!flags.IsSet("ids")) return absl::InvalidArgumentError("--ids is required");
-  ASSIGN_OR_RETURN(std::vector<int64_t> values, flags.GetIntList("ids"));
+  if (!flags.IsSet("ids") && !flags.IsSet("ids-file")) {
+    return absl::InvalidArgumentError("--ids or --ids-file is required");
+  }
+  ASSIGN_OR_RETURN(std::vector<int64_t> values, TokenIds(flags, "ids"));
   std::vector<uint32_t> ids;
   for (int64_t value : values) {
     if (value < 0 || value > UINT32_MAX) {
@@ -146,6 +149,10 @@ int Run(absl::Status (*command)(const std::vector<std::string>&),
         const std::vector<std::string>& args) {
   const absl::Status status = command(args);
   std::cout.flush();
+  if (base::IsHelp(status)) {
+    std::cout << status.message();
+    return 0;
+  }
   return status.ok() ? 0 : Fail(status);
 }
 

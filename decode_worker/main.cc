@@ -14,6 +14,7 @@
 #include "common/rpc/server.h"
 #include "common/state/link_transport.h"
 #include "common/state/reservations.h"
+#include "common/worker/model_state.h"
 #include "common/worker/worker_setup.h"
 #include "decode_worker/scheduler.h"
 #include "decode_worker/service.h"
@@ -32,31 +33,39 @@ absl::Status Main(const std::vector<std::string>& args) {
   flags.String("lease-ms", "60000", "longest lease a reservation may ask for");
   flags.String("transport", "grpc", "state transport accepted besides gRPC: grpc or nccl");
   flags.String("drain-timeout-s", "600", "how long SIGTERM waits for running sequences");
+  flags.String("stalled-stream-timeout-ms", "30000",
+               "how long a sequence whose client reads no token waits out of the batch before "
+               "it ends (DEADLINE_EXCEEDED) and frees its state");
   rpc::AddTlsFlags(&flags);
   RETURN_IF_ERROR(flags.Parse(args));
   ASSIGN_OR_RETURN(const int64_t max_seqs, flags.GetInt("max-seqs"));
   ASSIGN_OR_RETURN(const int64_t kv_tokens, flags.GetInt("kv-tokens"));
   ASSIGN_OR_RETURN(const int64_t lease_ms, flags.GetInt("lease-ms"));
   ASSIGN_OR_RETURN(const int64_t drain_s, flags.GetInt("drain-timeout-s"));
-  if (max_seqs < 1 || kv_tokens < 1) {
-    return absl::InvalidArgumentError("--max-seqs and --kv-tokens must be positive");
+  ASSIGN_OR_RETURN(const int64_t stall_ms, flags.GetInt("stalled-stream-timeout-ms"));
+  if (max_seqs < 1 || kv_tokens < 1 || stall_ms < 1) {
+    return absl::InvalidArgumentError(
+        "--max-seqs, --kv-tokens and --stalled-stream-timeout-ms must be positive");
   }
   ASSIGN_OR_RETURN(worker::WorkerEngine engine, worker::LoadWorkerEngine(flags, "decode"));
   model::HybridModel* const model = engine.model.get();
   const std::string& fingerprint = engine.fingerprint;
   const uint64_t epoch = engine.epoch;
 
-  Scheduler scheduler(model, static_cast<int>(max_seqs));
+  Scheduler::Options scheduler_options;
+  scheduler_options.max_batch = static_cast<int>(max_seqs);
+  scheduler_options.stall_timeout = absl::Milliseconds(stall_ms);
+  Scheduler scheduler(model, scheduler_options);
   DecodeService* service_ptr = nullptr;
   state::ReservationTable::Options table_options;
-  table_options.config = model->config();
+  table_options.layout = worker::LayoutOf(model->config());
   table_options.model_fingerprint = fingerprint;
   table_options.limits.max_slots = max_seqs;
   table_options.limits.max_kv_tokens = kv_tokens;
   table_options.limits.max_lease = absl::Milliseconds(lease_ms);
-  // Reservations allocate their state on the gRPC thread, between decode steps.
-  table_options.factory = [&scheduler, model](int64_t capacity) {
-    return scheduler.WithBackend([&] { return model->NewState(capacity); });
+  // Called by the service's admissions, on the scheduler thread between decode steps.
+  table_options.factory = [model](int64_t capacity) {
+    return worker::ModelState::Wrap(model->NewState(capacity));
   };
   table_options.epoch = epoch;
   std::unique_ptr<state::StateMemory> device_memory;
@@ -85,12 +94,18 @@ absl::Status Main(const std::vector<std::string>& args) {
     return absl::InvalidArgumentError(
         absl::StrCat("--transport '", flags.Get("transport"), "' is not one of grpc, nccl"));
   }
-  DecodeService service(table.get(), links.get(), &scheduler, &model->config());
+  DecodeService service(table.get(), links.get(), &scheduler, DecodeService::Options{});
   service_ptr = &service;
   scheduler.Start();
 
   ASSIGN_OR_RETURN(auto metrics, rpc::Metrics::Start(engine.host, engine.metrics_port, "decode"));
   auto& m_running = metrics->Gauge("ringserve_decode_running_sequences", "Sequences in the batch");
+  auto& m_paused = metrics->Gauge("ringserve_decode_paused_sequences",
+                                  "Sequences out of the batch, waiting for their client to read");
+  auto& m_stalled = metrics->Counter("ringserve_decode_stalled_streams_total",
+                                     "Sequences ended because their client stopped reading");
+  auto& m_admissions = metrics->Gauge("ringserve_decode_admissions_waiting",
+                                      "Reservations waiting for the scheduler to allocate them");
   auto& m_slots_used = metrics->Gauge("ringserve_decode_state_slots_used", "State slots in use");
   auto& m_slots_free = metrics->Gauge("ringserve_decode_state_slots_free", "State slots free");
   auto& m_kv_used = metrics->Gauge("ringserve_decode_kv_tokens_used", "KV tokens reserved");
@@ -119,10 +134,14 @@ absl::Status Main(const std::vector<std::string>& args) {
   base::NotifyReady(engine.ready_fd, absl::StrCat(server->port(), " ", metrics->port()));
 
   metrics->SetRefresh([&, tokens_seen = uint64_t{0}, steps_seen = uint64_t{0},
-                       graph_steps_seen = uint64_t{0}]() mutable {
+                       graph_steps_seen = uint64_t{0}, stalled_seen = uint64_t{0}]() mutable {
     const state::ReservationStats s = table->Stats();
     const SchedulerStats sched = scheduler.stats();
     m_running.Set(sched.running);
+    m_paused.Set(sched.paused);
+    m_admissions.Set(sched.admissions);
+    m_stalled.Increment(static_cast<double>(sched.stalled - stalled_seen));
+    stalled_seen = sched.stalled;
     m_slots_used.Set(static_cast<double>(s.slots_used));
     m_slots_free.Set(static_cast<double>(s.slots_total - s.slots_used));
     m_kv_used.Set(static_cast<double>(s.kv_tokens_used));

@@ -1,16 +1,42 @@
 #include "decode_worker/scheduler.h"
 
+#include <algorithm>
+#include <chrono>
+
 #include "absl/strings/str_cat.h"
 #include "common/base/logging.h"
-#include "ringserve/v1/generation.pb.h"
 
 namespace ringserve::decode {
+namespace {
 
-using internal::v1::DecodeEvent;
-using internal::v1::DecodeFinished;
+const char* ReasonName(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::kStop:
+      return "stop";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kCancelled:
+      return "cancelled";
+    case FinishReason::kError:
+      return "error";
+    case FinishReason::kStalled:
+      return "stalled";
+  }
+  return "unknown";
+}
 
-Scheduler::Scheduler(model::HybridModel* model, int max_batch)
-    : model_(model), max_batch_(max_batch) {}
+absl::Status Stopping() { return absl::UnavailableError("decode worker stopping"); }
+
+// Ends a sequence that never joined the batch because the scheduler stopped.
+void EndUnjoined(ReadySequence& seq) {
+  seq.sink->Finished({FinishReason::kCancelled, Stopping(), 0, absl::ZeroDuration()});
+  if (seq.on_finish) seq.on_finish();
+}
+
+}  // namespace
+
+Scheduler::Scheduler(model::HybridModel* model, Options options)
+    : model_(model), options_(std::move(options)) {}
 
 Scheduler::~Scheduler() { Stop(); }
 
@@ -25,13 +51,33 @@ void Scheduler::Stop() {
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+  // What the loop did not take (or all of it, when it never started).
+  std::deque<ReadySequence> pending;
+  std::deque<Admission> admissions;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    pending.swap(pending_);
+    admissions.swap(admissions_);
+    stats_.waiting = 0;
+    stats_.admissions = 0;
+  }
+  for (ReadySequence& seq : pending) EndUnjoined(seq);
+  for (Admission& admission : admissions) admission(Stopping());
 }
 
 void Scheduler::Submit(ReadySequence sequence) {
+  bool stopped;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    pending_.push_back(std::move(sequence));
-    stats_.waiting = static_cast<uint32_t>(pending_.size());
+    stopped = stop_;
+    if (!stopped) {
+      pending_.push_back(std::move(sequence));
+      stats_.waiting = static_cast<uint32_t>(pending_.size());
+    }
+  }
+  if (stopped) {
+    EndUnjoined(sequence);
+    return;
   }
   cv_.notify_all();
 }
@@ -44,81 +90,168 @@ void Scheduler::Cancel(const std::string& request_id) {
   cv_.notify_all();
 }
 
+void Scheduler::PostAdmission(Admission admission) {
+  bool stopped;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopped = stop_;
+    if (!stopped) {
+      admissions_.push_back(std::move(admission));
+      stats_.admissions = static_cast<uint32_t>(admissions_.size());
+    }
+  }
+  if (stopped) {
+    admission(Stopping());
+    return;
+  }
+  cv_.notify_all();
+}
+
+void Scheduler::Wake() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    woken_ = true;
+  }
+  cv_.notify_all();
+}
+
 SchedulerStats Scheduler::stats() const {
   std::lock_guard<std::mutex> lock(mu_);
   return stats_;
 }
 
-void Scheduler::Finish(Running& r, DecodeFinished finished) {
-  finished.set_completion_tokens(static_cast<uint32_t>(r.generated));
-  finished.set_decode_us(absl::ToInt64Microseconds(absl::Now() - r.joined));
-  DecodeEvent event;
-  *event.mutable_finished() = finished;
-  r.seq.sink->Push(std::move(event));
-  r.seq.sink->Finish(grpc::Status::OK);
-  RS_LOG(kInfo) << "event=decode_finished request_id=" << r.seq.request_id
-                << " reason=" << finished.reason() << " tokens=" << r.generated
-                << " decode_us=" << finished.decode_us();
+void Scheduler::Finish(Running& r, FinishReason reason, absl::Status status) {
+  const absl::Duration took = options_.clock->Now() - r.joined;
+  RS_LOG(kInfo) << "event=decode_finished request_id=" << base::Quote(r.seq.request_id)
+                << " reason=" << ReasonName(reason) << " tokens=" << r.generated
+                << " decode_us=" << absl::ToInt64Microseconds(took)
+                << (status.ok() ? "" : " status=")
+                << (status.ok() ? "" : base::Quote(status.ToString()));
+  r.seq.sink->Finished({reason, std::move(status), r.generated, took});
   if (r.seq.on_finish) r.seq.on_finish();
   r.seq.on_finish = nullptr;
   r.seq.state.reset();
 }
 
+bool Scheduler::FinishIfDone(Running& r) {
+  if (model::IsStopToken(model_->config(), r.seq.options, r.last_token)) {
+    Finish(r, FinishReason::kStop, absl::OkStatus());
+  } else if (r.generated >= r.seq.options.max_tokens) {
+    Finish(r, FinishReason::kLength, absl::OkStatus());
+  } else {
+    return false;
+  }
+  return true;
+}
+
+void Scheduler::Pace(std::vector<Running>& running, std::vector<Running>& paused) {
+  const absl::Time now = options_.clock->Now();
+  std::vector<Running> stepping;
+  std::vector<Running> waiting;
+  for (Running& r : running) {
+    if (r.seq.sink->HasRoom()) {
+      stepping.push_back(std::move(r));
+      continue;
+    }
+    RS_LOG(kInfo) << "event=decode_paused request_id=" << base::Quote(r.seq.request_id)
+                  << " tokens=" << r.generated;
+    r.paused_since = now;
+    waiting.push_back(std::move(r));
+  }
+  for (Running& r : paused) {
+    if (r.seq.sink->HasRoom()) {
+      RS_LOG(kInfo) << "event=decode_resumed request_id=" << base::Quote(r.seq.request_id)
+                    << " paused_us=" << absl::ToInt64Microseconds(now - r.paused_since);
+      stepping.push_back(std::move(r));
+    } else if (now - r.paused_since >= options_.stall_timeout) {
+      Finish(r, FinishReason::kStalled,
+             absl::DeadlineExceededError(absl::StrCat(
+                 "the client read no token for ", absl::FormatDuration(now - r.paused_since),
+                 " (the limit is ", absl::FormatDuration(options_.stall_timeout),
+                 "); the sequence was ended after ", r.generated, " tokens")));
+      std::lock_guard<std::mutex> lock(mu_);
+      ++stats_.stalled;
+    } else {
+      waiting.push_back(std::move(r));
+    }
+  }
+  running.swap(stepping);
+  paused.swap(waiting);
+}
+
+void Scheduler::UpdateCounts(const std::vector<Running>& running,
+                             const std::vector<Running>& paused) {
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.running = static_cast<uint32_t>(running.size());
+  stats_.paused = static_cast<uint32_t>(paused.size());
+}
+
 void Scheduler::Loop() {
   std::vector<Running> running;
+  std::vector<Running> paused;
   while (true) {
     std::vector<ReadySequence> joining;
+    std::vector<Admission> admissions;
     std::set<std::string> cancelled;
     bool stop;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return stop_ || !pending_.empty() || !running.empty(); });
+      auto has_work = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stop_ || woken_ || !running.empty() || !pending_.empty() || !admissions_.empty() ||
+               !cancelled_.empty();
+      };
+      if (paused.empty()) {
+        cv_.wait(lock, has_work);
+      } else {
+        absl::Time first_stall = absl::InfiniteFuture();
+        for (const Running& r : paused) {
+          first_stall = std::min(first_stall, r.paused_since + options_.stall_timeout);
+        }
+        const absl::Duration left =
+            std::max(absl::ZeroDuration(), first_stall - options_.clock->Now());
+        cv_.wait_for(lock, absl::ToChronoNanoseconds(left), has_work);
+      }
       stop = stop_;
-      while (!pending_.empty() && static_cast<int>(running.size() + joining.size()) < max_batch_) {
+      woken_ = false;
+      const size_t batch = running.size() + paused.size();
+      while (!pending_.empty() && static_cast<int>(batch + joining.size()) < options_.max_batch) {
         joining.push_back(std::move(pending_.front()));
         pending_.pop_front();
       }
+      const size_t admit = running.empty()
+                               ? admissions_.size()
+                               : std::min<size_t>(admissions_.size(), options_.admissions_per_step);
+      for (size_t i = 0; i < admit && !stop; ++i) {
+        admissions.push_back(std::move(admissions_.front()));
+        admissions_.pop_front();
+      }
       cancelled.swap(cancelled_);
       stats_.waiting = static_cast<uint32_t>(pending_.size());
+      stats_.admissions = static_cast<uint32_t>(admissions_.size());
     }
+    for (Admission& admission : admissions) admission(absl::OkStatus());
     for (ReadySequence& seq : joining) {
-      RS_LOG(kInfo) << "event=decode_start request_id=" << seq.request_id
+      RS_LOG(kInfo) << "event=decode_start request_id=" << base::Quote(seq.request_id)
                     << " position=" << seq.state->position();
-      running.push_back({std::move(seq), 0, 1, absl::Now()});
-      Running& r = running.back();
+      Running r{std::move(seq)};
       r.last_token = r.seq.first_token;
-      DecodeFinished done;
-      if (model::IsStopToken(model_->config(), r.seq.options, r.last_token)) {
-        done.set_reason(ringserve::v1::FINISH_REASON_STOP);
-      } else if (r.generated >= r.seq.options.max_tokens) {
-        done.set_reason(ringserve::v1::FINISH_REASON_LENGTH);
-      } else {
-        continue;
-      }
-      Finish(r, done);
+      r.joined = options_.clock->Now();
+      if (!FinishIfDone(r)) running.push_back(std::move(r));
     }
-    for (Running& r : running) {
-      if (r.seq.state == nullptr) continue;
-      if (stop || cancelled.count(r.seq.request_id) > 0 || r.seq.sink->cancelled()) {
-        DecodeFinished done;
-        done.set_reason(ringserve::v1::FINISH_REASON_CANCELLED);
-        Finish(r, done);
+    for (std::vector<Running>* group : {&running, &paused}) {
+      for (Running& r : *group) {
+        if (stop || cancelled.count(r.seq.request_id) > 0 || r.seq.sink->Cancelled()) {
+          Finish(r, FinishReason::kCancelled, absl::OkStatus());
+        }
       }
-    }
-    std::erase_if(running, [](const Running& r) { return r.seq.state == nullptr; });
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stats_.running = static_cast<uint32_t>(running.size());
+      std::erase_if(*group, [](const Running& r) { return r.seq.state == nullptr; });
     }
     if (stop) {
-      std::lock_guard<std::mutex> lock(mu_);
-      for (ReadySequence& seq : pending_) {
-        seq.sink->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "decode worker stopping"));
-        if (seq.on_finish) seq.on_finish();
-      }
-      pending_.clear();
+      UpdateCounts(running, paused);
       return;
     }
+    Pace(running, paused);
+    UpdateCounts(running, paused);
     if (!running.empty()) Step(running);
   }
 }
@@ -135,8 +268,8 @@ void Scheduler::Step(std::vector<Running>& running) {
     params.push_back(p);
   }
   std::vector<int32_t> sampled(running.size());
-  const absl::Status status = WithBackend(
-      [&] { return model_->DecodeStep(states, tokens, params.data(), sampled.data(), nullptr); });
+  const absl::Status status =
+      model_->DecodeStep(states, tokens, params.data(), sampled.data(), nullptr);
   {
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.steps;
@@ -146,26 +279,14 @@ void Scheduler::Step(std::vector<Running>& running) {
   }
   for (size_t i = 0; i < running.size(); ++i) {
     Running& r = running[i];
-    DecodeFinished done;
     if (!status.ok()) {
-      done.set_reason(ringserve::v1::FINISH_REASON_ERROR);
-      done.set_error_message(std::string(status.message()));
-      Finish(r, done);
+      Finish(r, FinishReason::kError, status);
       continue;
     }
     r.last_token = sampled[i];
     ++r.generated;
-    DecodeEvent event;
-    event.mutable_tokens()->add_token_ids(static_cast<uint32_t>(sampled[i]));
-    r.seq.sink->Push(std::move(event));
-    if (model::IsStopToken(model_->config(), r.seq.options, r.last_token)) {
-      done.set_reason(ringserve::v1::FINISH_REASON_STOP);
-    } else if (r.generated >= r.seq.options.max_tokens) {
-      done.set_reason(ringserve::v1::FINISH_REASON_LENGTH);
-    } else {
-      continue;
-    }
-    Finish(r, done);
+    r.seq.sink->Token(sampled[i]);
+    FinishIfDone(r);
   }
   std::erase_if(running, [](const Running& r) { return r.seq.state == nullptr; });
   std::lock_guard<std::mutex> lock(mu_);

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/base/thread_annotations.h"
+#include "common/rpc/server_stream.h"
 #include "common/state/grpc_stream.h"
 #include "common/state/reservations.h"
 #include "decode_worker/scheduler.h"
@@ -15,14 +16,20 @@
 namespace ringserve::decode {
 
 // The Decode gRPC service: reservations (leases in the ReservationTable), the state stream
-// (from DecodeStateService),
-// and the token stream of each request, which starts when its verified state is ready and the
-// router has opened the stream. Handlers never block; the scheduler does the work. Thread-safe.
+// (from DecodeStateService), and the token stream of each request, which starts when its
+// verified state is ready and the router has opened the stream. Handlers never block: Reserve
+// charges the table and posts the state's allocation to the scheduler, which answers between
+// steps; the scheduler's events for a sequence are turned into its stream's messages here, on a
+// stream whose queue is bounded (the scheduler pauses a sequence whose client stops reading).
+// Thread-safe.
 class DecodeService final : public state::DecodeStateService {
  public:
+  struct Options {
+    size_t stream_queue_messages = 64;  // token messages a stream queues before its sequence pauses
+  };
   // `links` (the NCCL transport's receiving side) may be null.
   DecodeService(state::ReservationTable* table, state::LinkReceiver* links, Scheduler* scheduler,
-                const model::ModelConfig* config);
+                Options options);
 
   // The table's listener: a reservation's state is ready (OK) or its reservation ended.
   void OnStateEvent(const std::string& request_id, const absl::Status& status);
@@ -49,16 +56,21 @@ class DecodeService final : public state::DecodeStateService {
     std::string ticket;
     absl::Duration lease;
     internal::v1::Stopping stopping;
-    std::shared_ptr<rpc::StreamSink<internal::v1::DecodeEvent>> sink;  // once Generate came
+    std::shared_ptr<rpc::StreamSink<internal::v1::DecodeEvent>> stream;  // once Generate came
     bool started = false;
   };
   // Joins the request to the batch when both its state and its stream are there.
   void MaybeStart(const std::string& request_id);
   void Forget(const std::string& request_id);
 
+  // Runs on the scheduler thread: allocates the state of an admitted reservation and answers
+  // the Reserve call.
+  void Allocate(const internal::v1::ReserveRequest* request, absl::Duration lease,
+                internal::v1::ReserveResponse* response, grpc::ServerUnaryReactor* reactor);
+
   state::ReservationTable* const table_;
   Scheduler* const scheduler_;
-  const model::ModelConfig* const config_;
+  const Options options_;
   std::atomic<bool> ready_{false};
   std::mutex mu_;
   std::map<std::string, Request> requests_ ABSL_GUARDED_BY(mu_);

@@ -14,6 +14,8 @@
 #include "common/rpc/server.h"
 #include "common/state/grpc_stream.h"
 #include "common/state/link_transport.h"
+#include "common/worker/model_state.h"
+#include "common/worker/proto_convert.h"
 #include "common/worker/worker_setup.h"
 #include "prefill_worker/scheduler.h"
 #include "prefill_worker/service.h"
@@ -79,15 +81,15 @@ absl::Status Main(const std::vector<std::string>& args) {
   std::unique_ptr<state::StateSender> sender;
   const std::string transport = flags.Get("transport");
   if (transport == "grpc") {
-    sender = std::make_unique<state::GrpcStateSender>(model->config(), &channels);
+    sender = std::make_unique<state::GrpcStateSender>(worker::LayoutOf(model->config()), &channels);
   } else if (transport == "nccl") {
 #ifdef RINGSERVE_HAVE_NCCL
     link_factory = std::make_unique<state::NcclByteLinkFactory>(/*device=*/0);
     state::LinkStateSender::Options link_options;
     link_options.sender_id = absl::StrCat(engine.host, ":", engine.port, "/", epoch);
     link_options.epoch = epoch;
-    sender = std::make_unique<state::LinkStateSender>(model->config(), link_factory.get(),
-                                                      &channels, link_options);
+    sender = std::make_unique<state::LinkStateSender>(worker::LayoutOf(model->config()),
+                                                      link_factory.get(), &channels, link_options);
 #else
     return absl::FailedPreconditionError(
         "--transport=nccl needs a build with CUDA and NCCL (nvcc was not found)");
@@ -114,13 +116,10 @@ absl::Status Main(const std::vector<std::string>& args) {
     t.decode_address = job.decode_address;
     t.sender_epoch = epoch;
     t.first_token = static_cast<uint32_t>(job.first_token);
-    t.sampling.set_temperature(job.sampling.temperature);
-    t.sampling.set_top_k(job.sampling.top_k);
-    t.sampling.set_top_p(job.sampling.top_p);
-    t.sampling.set_min_p(job.sampling.min_p);
-    t.sampling.set_seed(job.sampling.seed);
+    t.sampling = worker::SamplingToProto(job.sampling);
     t.model_fingerprint = fingerprint;
-    t.state = job.state.get();
+    const worker::ModelState view(job.state.get());
+    t.state = &view;
     t.tokens = job.state->position();
     if (device_memory != nullptr) t.memory = device_memory.get();
     absl::StatusOr<state::TransferResult> r =

@@ -4,11 +4,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/base/logging.h"
-#include "common/rpc/status.h"
 
 namespace ringserve::prefill {
-
-using internal::v1::PrefillEvent;
 
 PrefillScheduler::PrefillScheduler(model::HybridModel* model, const Options& options,
                                    SendState send)
@@ -47,7 +44,7 @@ absl::Status PrefillScheduler::Submit(std::unique_ptr<PrefillJob> job) {
     }
     stats_.queued_tokens += job->tokens.size();
     ++stats_.jobs;
-    RS_LOG(kInfo) << "event=prefill_queued request_id=" << job->request_id
+    RS_LOG(kInfo) << "event=prefill_queued request_id=" << base::Quote(job->request_id)
                   << " tokens=" << job->tokens.size() << " queued_tokens=" << stats_.queued_tokens;
     queue_.push_back(std::move(job));
   }
@@ -70,20 +67,16 @@ PrefillStats PrefillScheduler::stats() const {
 
 void PrefillScheduler::Complete(std::unique_ptr<PrefillJob> job, const absl::Status& status,
                                 absl::Duration transfer) {
+  PrefillOutcome outcome{status};
   if (status.ok()) {
-    PrefillEvent event;
-    auto* done = event.mutable_done();
-    done->set_first_token(static_cast<uint32_t>(job->first_token));
-    done->set_queue_us(absl::ToInt64Microseconds(job->started - job->enqueued));
-    done->set_prefill_us(absl::ToInt64Microseconds(job->prefilled - job->started));
-    done->set_transfer_us(absl::ToInt64Microseconds(transfer));
-    done->set_cached_tokens(static_cast<uint32_t>(job->cached_tokens));
-    job->sink->Push(std::move(event));
-    job->sink->Finish(grpc::Status::OK);
-  } else {
-    job->sink->Finish(rpc::ToGrpc(status));
+    outcome.first_token = job->first_token;
+    outcome.cached_tokens = job->cached_tokens;
+    outcome.queue = job->started - job->enqueued;
+    outcome.prefill = job->prefilled - job->started;
+    outcome.transfer = transfer;
   }
-  RS_LOG(kInfo) << "event=prefill_done request_id=" << job->request_id
+  job->sink->Finished(outcome);
+  RS_LOG(kInfo) << "event=prefill_done request_id=" << base::Quote(job->request_id)
                 << " status=" << base::Quote(status.ToString())
                 << " transfer_us=" << absl::ToInt64Microseconds(transfer);
   std::lock_guard<std::mutex> lock(mu_);
@@ -95,7 +88,7 @@ bool PrefillScheduler::RunChunk(PrefillJob& job) {
   if (job.state == nullptr) {
     auto state = model_->NewState(static_cast<int64_t>(job.tokens.size()));
     if (!state.ok()) {
-      job.sink->Finish(rpc::ToGrpc(state.status()));
+      job.sink->Finished({state.status()});
       return false;
     }
     job.state = std::move(*state);
@@ -104,14 +97,14 @@ bool PrefillScheduler::RunChunk(PrefillJob& job) {
       auto restored = options_.prefix_cache->Restore(job.cache_salt, job.tokens, job.state.get(),
                                                      &job.cache_lease);
       if (!restored.ok()) {
-        job.sink->Finish(rpc::ToGrpc(restored.status()));
+        job.sink->Finished({restored.status()});
         return false;
       }
       job.done = job.cached_tokens = *restored;
       std::lock_guard<std::mutex> lock(mu_);
       stats_.queued_tokens -= job.done;
     }
-    RS_LOG(kInfo) << "event=prefill_start request_id=" << job.request_id
+    RS_LOG(kInfo) << "event=prefill_start request_id=" << base::Quote(job.request_id)
                   << " cached_tokens=" << job.cached_tokens;
   }
   // Chunks end where a cold run's would, also after a restore.
@@ -122,7 +115,7 @@ bool PrefillScheduler::RunChunk(PrefillJob& job) {
       std::span<const int32_t>(job.tokens).subspan(job.done, n), job.state.get(),
       options_.chunk_tokens, last ? model::LogitsMode::kLast : model::LogitsMode::kNone, nullptr);
   if (!status.ok()) {
-    job.sink->Finish(rpc::ToGrpc(status));
+    job.sink->Finished({status});
     return false;
   }
   job.done += n;
@@ -134,16 +127,11 @@ bool PrefillScheduler::RunChunk(PrefillJob& job) {
     stats_.queued_tokens -= n;
     stats_.prefilled_tokens += n;
   }
-  if (job.progress && !last) {
-    PrefillEvent event;
-    event.mutable_progress()->set_tokens_done(static_cast<uint32_t>(job.done));
-    event.mutable_progress()->set_tokens_total(static_cast<uint32_t>(job.tokens.size()));
-    job.sink->Push(std::move(event));
-  }
+  if (job.progress && !last) job.sink->Progress(job.done, job.tokens.size());
   if (last) {
     auto token = model_->SampleLast(job.sampling);
     if (!token.ok()) {
-      job.sink->Finish(rpc::ToGrpc(token.status()));
+      job.sink->Finished({token.status()});
       return false;
     }
     job.first_token = *token;
@@ -164,7 +152,7 @@ void PrefillScheduler::Loop() {
       if (stop_) break;
       cancelled.swap(cancelled_);
       for (auto& job : queue_) {
-        if (cancelled.count(job->request_id) > 0 || job->sink->cancelled()) {
+        if (cancelled.count(job->request_id) > 0 || job->sink->Cancelled()) {
           dropped.push_back(std::move(job));
         }
       }
@@ -178,7 +166,7 @@ void PrefillScheduler::Loop() {
       Complete(std::move(job), absl::CancelledError("prefill cancelled"), absl::ZeroDuration());
     }
     for (auto& job : active) {
-      if (cancelled.count(job->request_id) > 0 || job->sink->cancelled()) {
+      if (cancelled.count(job->request_id) > 0 || job->sink->Cancelled()) {
         Complete(std::move(job), absl::CancelledError("prefill cancelled"), absl::ZeroDuration());
       }
     }
@@ -207,10 +195,9 @@ void PrefillScheduler::Loop() {
     }
   }
   std::lock_guard<std::mutex> lock(mu_);
-  for (auto& job : active)
-    job->sink->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "prefill worker stopping"));
-  for (auto& job : queue_)
-    job->sink->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "prefill worker stopping"));
+  const absl::Status stopping = absl::UnavailableError("prefill worker stopping");
+  for (auto& job : active) job->sink->Finished({stopping});
+  for (auto& job : queue_) job->sink->Finished({stopping});
   queue_.clear();
 }
 
@@ -225,7 +212,7 @@ void PrefillScheduler::TransferLoop() {
       transfers_.pop_front();
     }
     const absl::Time start = absl::Now();
-    RS_LOG(kInfo) << "event=transfer_start request_id=" << job->request_id
+    RS_LOG(kInfo) << "event=transfer_start request_id=" << base::Quote(job->request_id)
                   << " decode=" << job->decode_address;
     const absl::Status status = send_(*job);
     const absl::Duration took = absl::Now() - start;

@@ -16,12 +16,34 @@
 #include "absl/time/time.h"
 #include "common/model/model.h"
 #include "common/model/sequence_state.h"
-#include "common/rpc/server_stream.h"
 #include "kernels/backend.h"
 #include "prefill_worker/prefix_cache.h"
-#include "ringserve/internal/v1/worker.pb.h"
 
 namespace ringserve::prefill {
+
+// A finished prefill: the first token and where the time went, or why it failed.
+struct PrefillOutcome {
+  absl::Status status;        // OK once the decode worker acked the state
+  int32_t first_token = 0;    // when OK
+  int64_t cached_tokens = 0;  // prompt tokens restored from the prefix cache
+  absl::Duration queue;       // enqueued -> first chunk
+  absl::Duration prefill;     // first chunk -> first token sampled
+  absl::Duration transfer;    // state sent -> acked
+};
+
+// Where one job's events go, without knowing how they travel (the service streams them over
+// gRPC). Called from the scheduler's threads, one call at a time per job.
+class PrefillSink {
+ public:
+  virtual ~PrefillSink() = default;
+  // `done` of `total` prompt tokens are prefilled; the sink may drop it when its consumer is
+  // behind (a later one supersedes it).
+  virtual void Progress(size_t done, size_t total) = 0;
+  // The last call.
+  virtual void Finished(const PrefillOutcome& outcome) = 0;
+  // True once the consumer went away.
+  virtual bool Cancelled() = 0;
+};
 
 // One prompt to prefill and hand to a decode worker.
 struct PrefillJob {
@@ -32,7 +54,7 @@ struct PrefillJob {
   std::string ticket;
   bool progress = false;
   std::string cache_salt;
-  std::shared_ptr<rpc::StreamSink<internal::v1::PrefillEvent>> sink;
+  std::shared_ptr<PrefillSink> sink;
   absl::Time enqueued;
   // Filled by the scheduler.
   std::unique_ptr<model::SequenceState> state;
@@ -81,7 +103,7 @@ class PrefillScheduler {
  private:
   void Loop();
   void TransferLoop();
-  // Ends a job's stream with `status` (or Done when ok) and forgets it.
+  // Reports a job's end (with its timings when `status` is OK) and forgets it.
   void Complete(std::unique_ptr<PrefillJob> job, const absl::Status& status,
                 absl::Duration transfer);
   bool RunChunk(PrefillJob& job);

@@ -3,10 +3,53 @@
 #include "absl/strings/str_cat.h"
 #include "common/rpc/server_stream.h"
 #include "common/rpc/status.h"
+#include "common/worker/proto_convert.h"
 
 namespace ringserve::prefill {
 
 using internal::v1::PrefillEvent;
+
+namespace {
+
+// Progress events a stream queues; beyond them progress is dropped until the client reads.
+constexpr size_t kStreamQueueMessages = 16;
+
+// A job's scheduler events as messages of its stream.
+class StreamPrefillSink final : public PrefillSink {
+ public:
+  explicit StreamPrefillSink(std::shared_ptr<rpc::StreamSink<PrefillEvent>> stream)
+      : stream_(std::move(stream)) {}
+
+  void Progress(size_t done, size_t total) override {
+    PrefillEvent event;
+    event.mutable_progress()->set_tokens_done(static_cast<uint32_t>(done));
+    event.mutable_progress()->set_tokens_total(static_cast<uint32_t>(total));
+    stream_->TryPush(std::move(event));
+  }
+
+  void Finished(const PrefillOutcome& outcome) override {
+    if (!outcome.status.ok()) {
+      stream_->Finish(rpc::ToGrpc(outcome.status));
+      return;
+    }
+    PrefillEvent event;
+    internal::v1::PrefillDone* done = event.mutable_done();
+    done->set_first_token(static_cast<uint32_t>(outcome.first_token));
+    done->set_queue_us(absl::ToInt64Microseconds(outcome.queue));
+    done->set_prefill_us(absl::ToInt64Microseconds(outcome.prefill));
+    done->set_transfer_us(absl::ToInt64Microseconds(outcome.transfer));
+    done->set_cached_tokens(static_cast<uint32_t>(outcome.cached_tokens));
+    stream_->Push(std::move(event));
+    stream_->Finish(grpc::Status::OK);
+  }
+
+  bool Cancelled() override { return stream_->cancelled(); }
+
+ private:
+  const std::shared_ptr<rpc::StreamSink<PrefillEvent>> stream_;
+};
+
+}  // namespace
 
 PrefillService::PrefillService(PrefillScheduler* scheduler, const model::ModelConfig* config,
                                uint64_t epoch, std::string fingerprint, uint64_t max_queued_tokens,
@@ -52,22 +95,20 @@ grpc::ServerWriteReactor<PrefillEvent>* PrefillService::Run(
     }
     job->tokens.push_back(static_cast<int32_t>(t));
   }
-  const auto& s = request->sampling();
-  job->sampling = {s.temperature(), s.top_k(), s.top_p(),
-                   s.min_p(),       s.seed(),  request->sample_position()};
+  job->sampling = worker::SamplingFromProto(request->sampling(), request->sample_position());
   job->decode_address = request->decode_address();
   job->ticket = request->ticket();
   job->progress = request->progress();
   job->cache_salt = request->cache_salt();
   job->enqueued = absl::Now();
-  auto sink = std::make_shared<rpc::StreamSink<PrefillEvent>>();
-  job->sink = sink;
+  auto stream = std::make_shared<rpc::StreamSink<PrefillEvent>>(kStreamQueueMessages);
+  job->sink = std::make_shared<StreamPrefillSink>(stream);
   const std::string id = job->request_id;
-  sink->OnCancel([this, id] { scheduler_->Cancel(id); });
+  stream->OnCancel([this, id] { scheduler_->Cancel(id); });
   if (absl::Status st = scheduler_->Submit(std::move(job)); !st.ok()) {
-    sink->Finish(rpc::ToGrpc(st));
+    stream->Finish(rpc::ToGrpc(st));
   }
-  return new rpc::ServerStreamReactor<PrefillEvent>(sink);
+  return new rpc::ServerStreamReactor<PrefillEvent>(stream, ctx);
 }
 
 grpc::ServerUnaryReactor* PrefillService::Cancel(grpc::CallbackServerContext* ctx,

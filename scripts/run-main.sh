@@ -11,12 +11,16 @@ bash scripts/build.sh
 MODEL=models/tiny
 [ -f "$MODEL/config.json" ] || build/bin/ringctl make-model --preset tiny --out "$MODEL"
 
-build/bin/ringctl cluster up --model "$MODEL" --prefill 2 --decode 1 --port "$PORT" &
+# Each process logs to a file of its own; the terminal shows the cluster's summary lines.
+LOGS=$(mktemp -d -t ringserve-logs-XXXXXX)
+echo "cluster logs: $LOGS"
+build/bin/ringctl cluster up --model "$MODEL" --prefill 2 --decode 1 --port "$PORT" \
+  --log-dir "$LOGS" &
 CLUSTER=$!
-trap 'kill -TERM $CLUSTER 2>/dev/null; wait $CLUSTER 2>/dev/null || true' EXIT
+trap 'kill -TERM $CLUSTER 2>/dev/null; wait $CLUSTER 2>/dev/null || true; echo "cluster logs: $LOGS"' EXIT
 for _ in $(seq 1 600); do
   build/bin/ringctl status --router "127.0.0.1:$PORT" >/dev/null 2>&1 && break
-  kill -0 $CLUSTER 2>/dev/null || { echo "the cluster did not start" >&2; exit 1; }
+  kill -0 $CLUSTER 2>/dev/null || { echo "the cluster did not start (logs: $LOGS)" >&2; exit 1; }
   sleep 0.2
 done
 build/bin/ringctl status --router "127.0.0.1:$PORT"

@@ -1,10 +1,18 @@
 #include "common/base/flags.h"
 
+#include "absl/strings/cord.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 
 namespace ringserve::base {
+namespace {
+
+constexpr char kHelpPayload[] = "type.ringserve/help";
+
+}  // namespace
+
+bool IsHelp(const absl::Status& status) { return status.GetPayload(kHelpPayload).has_value(); }
 
 void FlagSet::String(const std::string& name, std::string default_value, std::string help) {
   flags_[name] = Flag{std::move(default_value), std::move(help), false, false};
@@ -19,6 +27,11 @@ void FlagSet::Bool(const std::string& name, bool default_value, std::string help
 absl::Status FlagSet::Parse(const std::vector<std::string>& args) {
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& arg = args[i];
+    if (arg == "--help" || arg == "-h") {
+      absl::Status help = absl::CancelledError(Usage());
+      help.SetPayload(kHelpPayload, absl::Cord("1"));
+      return help;
+    }
     if (arg.rfind("--", 0) != 0 || arg == "--") {
       positional_.push_back(arg);
       continue;

@@ -11,7 +11,8 @@ namespace ringserve::base {
 
 // Command-line flags in `--name value` or `--name=value` form (booleans also bare `--name`).
 // Declared up front; unknown flags, missing values and malformed numbers are errors naming the
-// flag. Not thread-safe; parse once at startup.
+// flag; `--help` (or `-h`) stops parsing with a status that IsHelp recognises. Not thread-safe;
+// parse once at startup.
 class FlagSet {
  public:
   explicit FlagSet(std::string program) : program_(std::move(program)) {}
@@ -19,7 +20,8 @@ class FlagSet {
   void String(const std::string& name, std::string default_value, std::string help);
   void Bool(const std::string& name, bool default_value, std::string help);
 
-  // Parses args (without the program name). Positional arguments are collected.
+  // Parses args (without the program name). Positional arguments are collected. On `--help` or
+  // `-h` returns a status for which IsHelp holds, whose message is Usage().
   absl::Status Parse(const std::vector<std::string>& args);
 
   const std::string& Get(const std::string& name) const;
@@ -44,5 +46,9 @@ class FlagSet {
   std::vector<std::string> order_;
   std::vector<std::string> positional_;
 };
+
+// True for the status FlagSet::Parse returns on `--help`: the program prints its message (the
+// usage) to stdout and exits 0.
+bool IsHelp(const absl::Status& status);
 
 }  // namespace ringserve::base

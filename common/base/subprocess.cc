@@ -15,10 +15,19 @@
 namespace ringserve::base {
 
 absl::StatusOr<std::unique_ptr<Subprocess>> Subprocess::Start(std::vector<std::string> argv,
-                                                              bool ready) {
+                                                              bool ready,
+                                                              const std::string& output_path) {
+  int output = -1;
+  if (!output_path.empty()) {
+    output = ::open(output_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (output < 0) {
+      return absl::InternalError(absl::StrCat("open ", output_path, ": ", std::strerror(errno)));
+    }
+  }
   int fds[2] = {-1, -1};
   if (ready) {
     if (::pipe2(fds, O_CLOEXEC) != 0) {
+      if (output >= 0) ::close(output);
       return absl::InternalError(absl::StrCat("pipe: ", std::strerror(errno)));
     }
     argv.push_back(absl::StrCat("--ready-fd=", fds[1]));
@@ -27,14 +36,25 @@ absl::StatusOr<std::unique_ptr<Subprocess>> Subprocess::Start(std::vector<std::s
   for (auto& a : argv) args.push_back(a.data());
   args.push_back(nullptr);
   const pid_t pid = ::fork();
-  if (pid < 0) return absl::InternalError(absl::StrCat("fork: ", std::strerror(errno)));
   if (pid == 0) {
     if (ready) ::fcntl(fds[1], F_SETFD, 0);  // the write end survives exec
+    if (output >= 0) {
+      ::dup2(output, STDOUT_FILENO);  // the copies survive exec
+      ::dup2(output, STDERR_FILENO);
+    }
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
     ::execv(args[0], args.data());
     _exit(127);
+  }
+  if (output >= 0) ::close(output);
+  if (pid < 0) {
+    if (ready) {
+      ::close(fds[0]);
+      ::close(fds[1]);
+    }
+    return absl::InternalError(absl::StrCat("fork: ", std::strerror(errno)));
   }
   std::unique_ptr<Subprocess> p(new Subprocess());
   p->pid_ = pid;

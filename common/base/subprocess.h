@@ -16,9 +16,11 @@ namespace ringserve::base {
 class Subprocess {
  public:
   // Starts `argv` (argv[0] is a path). When `ready` is true a pipe is created and
-  // "--ready-fd=N" appended to the arguments.
+  // "--ready-fd=N" appended to the arguments. With `output_path` the child's stdout and stderr
+  // are appended to that file (created when missing); else they are this process's.
   static absl::StatusOr<std::unique_ptr<Subprocess>> Start(std::vector<std::string> argv,
-                                                           bool ready);
+                                                           bool ready,
+                                                           const std::string& output_path = "");
   ~Subprocess();
   Subprocess(const Subprocess&) = delete;
   Subprocess& operator=(const Subprocess&) = delete;

@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/flags.h"
 #include "common/base/status_macros.h"
 
 namespace ringserve::rpc {
@@ -73,6 +74,10 @@ int ServerMain(const char* name, absl::Status (*body)(const std::vector<std::str
                char** argv) {
   BlockTerminationSignals();
   const absl::Status status = body(std::vector<std::string>(argv + 1, argv + argc));
+  if (base::IsHelp(status)) {
+    std::fputs(std::string(status.message()).c_str(), stdout);
+    return 0;
+  }
   if (!status.ok()) {
     std::fprintf(stderr, "%s: %s\n", name, std::string(status.message()).c_str());
     return 1;

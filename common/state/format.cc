@@ -41,9 +41,9 @@ class HostMemory : public StateMemory {
 };
 
 // Feeds the bytes of `spans` to `hasher`, staging them through `scratch` when not in place.
-absl::Status HashSpans(const std::vector<model::Span>& spans, const StateMemory* memory,
+absl::Status HashSpans(const std::vector<Span>& spans, const StateMemory* memory,
                        std::vector<uint8_t>* scratch, SegmentHasher* hasher) {
-  for (const model::Span& span : spans) {
+  for (const Span& span : spans) {
     if (memory->in_place()) {
       hasher->Update(span.data, span.bytes);
       continue;
@@ -60,10 +60,10 @@ absl::Status HashSpans(const std::vector<model::Span>& spans, const StateMemory*
 }
 
 // The position of `layer` among the layers of its kind (linear or softmax).
-int64_t KindIndex(const model::ModelConfig& config, int64_t layer) {
-  const bool softmax = config.IsSoftmaxLayer(layer);
+int64_t KindIndex(const StateLayout& layout, int64_t layer) {
+  const bool softmax = layout.IsSoftmaxLayer(layer);
   int64_t index = 0;
-  for (int64_t i = 0; i < layer; ++i) index += config.IsSoftmaxLayer(i) == softmax ? 1 : 0;
+  for (int64_t i = 0; i < layer; ++i) index += layout.IsSoftmaxLayer(i) == softmax ? 1 : 0;
   return index;
 }
 
@@ -111,8 +111,7 @@ void AddSegment(StateManifest* m, SegmentKind kind, int64_t layer, int64_t begin
 }
 
 // Checks one segment's kind, layer, token range, dtype, shape and size against the model.
-absl::Status CheckSegment(const model::ModelConfig& c, const StateManifest& m, int index,
-                          int64_t tokens) {
+absl::Status CheckSegment(const StateLayout& c, const StateManifest& m, int index, int64_t tokens) {
   const Segment& s = m.segments(index);
   const int64_t layer = s.layer();
   if (s.kind() == internal::v1::SEGMENT_MTP_KEY || s.kind() == internal::v1::SEGMENT_MTP_VALUE) {
@@ -123,9 +122,9 @@ absl::Status CheckSegment(const model::ModelConfig& c, const StateManifest& m, i
     return absl::InvalidArgumentError(
         absl::StrCat("segment ", index, " has unknown kind ", static_cast<int>(s.kind())));
   }
-  if (layer >= c.num_hidden_layers) {
+  if (layer >= c.num_layers()) {
     return absl::InvalidArgumentError(absl::StrCat(DescribeSegment(m, index), ": layer ", layer,
-                                                   " is outside the model's ", c.num_hidden_layers,
+                                                   " is outside the model's ", c.num_layers(),
                                                    " layers"));
   }
   const bool linear = s.kind() == internal::v1::SEGMENT_LINEAR_STATE;
@@ -184,7 +183,7 @@ absl::Status CheckSegment(const model::ModelConfig& c, const StateManifest& m, i
 }
 
 // Checks that the segments cover the state exactly once, K and V before the linear states.
-absl::Status CheckCoverage(const model::ModelConfig& c, const StateManifest& m, int64_t tokens) {
+absl::Status CheckCoverage(const StateLayout& c, const StateManifest& m, int64_t tokens) {
   std::map<int64_t, int> linear;  // layer -> segment
   // (layer, kind) -> (token_begin, segment)
   std::map<std::pair<int64_t, int>, std::vector<std::pair<int64_t, int>>> kv;
@@ -207,7 +206,7 @@ absl::Status CheckCoverage(const model::ModelConfig& c, const StateManifest& m, 
       kv[{s.layer(), s.kind()}].emplace_back(s.token_begin(), i);
     }
   }
-  for (int64_t layer = 0; layer < c.num_hidden_layers; ++layer) {
+  for (int64_t layer = 0; layer < c.num_layers(); ++layer) {
     if (!c.IsSoftmaxLayer(layer)) {
       if (linear.count(layer) == 0) {
         return absl::InvalidArgumentError(
@@ -241,17 +240,17 @@ absl::Status CheckCoverage(const model::ModelConfig& c, const StateManifest& m, 
 
 }  // namespace
 
-std::string ModelFingerprint(const model::ModelConfig& config, const base::TensorStore& store) {
+std::string ModelFingerprint(std::string_view config_json, const base::TensorStore& store) {
   std::unique_ptr<XXH3_state_t, XXH_errorcode (*)(XXH3_state_t*)> hash(XXH3_createState(),
                                                                        &XXH3_freeState);
   XXH3_128bits_reset(hash.get());
   auto feed = [&](const void* data, size_t bytes) { XXH3_128bits_update(hash.get(), data, bytes); };
   auto feed_u64 = [&](uint64_t v) { feed(&v, sizeof(v)); };
-  auto feed_string = [&](const std::string& s) {
+  auto feed_string = [&](std::string_view s) {
     feed_u64(s.size());
     feed(s.data(), s.size());
   };
-  feed_string(config.ToJson());
+  feed_string(config_json);
   for (const auto& [name, tensor] : store.all()) {
     feed_string(name);
     feed_string(base::DTypeName(tensor->dtype));
@@ -263,13 +262,7 @@ std::string ModelFingerprint(const model::ModelConfig& config, const base::Tenso
   return absl::StrFormat("%016x%016x", digest.high64, digest.low64);
 }
 
-absl::StatusOr<std::string> ModelFingerprintOfDirectory(const std::string& dir) {
-  ASSIGN_OR_RETURN(const model::ModelConfig config, model::ModelConfig::FromDirectory(dir));
-  ASSIGN_OR_RETURN(const auto store, base::TensorStore::Open(dir));
-  return ModelFingerprint(config, *store);
-}
-
-StateSize ComputeStateSize(const model::ModelConfig& c, int64_t tokens) {
+StateSize ComputeStateSize(const StateLayout& c, int64_t tokens) {
   const uint64_t kv_per_layer_token =
       2 * static_cast<uint64_t>(c.num_key_value_heads * c.head_dim) * sizeof(uint16_t);
   StateSize size;
@@ -277,14 +270,12 @@ StateSize ComputeStateSize(const model::ModelConfig& c, int64_t tokens) {
                                             c.head_dim * c.head_dim) *
                       sizeof(float);
   size.kv_bytes = kv_per_layer_token * static_cast<uint64_t>(c.num_softmax_layers() * tokens);
-  size.all_softmax_kv_bytes =
-      kv_per_layer_token * static_cast<uint64_t>(c.num_hidden_layers * tokens);
+  size.all_softmax_kv_bytes = kv_per_layer_token * static_cast<uint64_t>(c.num_layers() * tokens);
   return size;
 }
 
-absl::StatusOr<StateManifest> BuildManifest(const model::ModelConfig& c,
-                                            const model::SequenceState& state, int64_t tokens,
-                                            const ManifestHeader& header,
+absl::StatusOr<StateManifest> BuildManifest(const StateLayout& c, const StateBuffer& state,
+                                            int64_t tokens, const ManifestHeader& header,
                                             const ManifestOptions& options) {
   const int64_t kv_chunk_tokens = options.kv_chunk_tokens;
   if (tokens < 1 || tokens > state.capacity()) {
@@ -320,7 +311,7 @@ absl::StatusOr<StateManifest> BuildManifest(const model::ModelConfig& c,
   const auto d = static_cast<uint64_t>(c.head_dim);
   for (int64_t begin = 0; begin < tokens; begin += chunk) {
     const int64_t end = std::min(tokens, begin + chunk);
-    for (int64_t layer = 0; layer < c.num_hidden_layers; ++layer) {
+    for (int64_t layer = 0; layer < c.num_layers(); ++layer) {
       if (!c.IsSoftmaxLayer(layer)) continue;
       for (SegmentKind kind : {internal::v1::SEGMENT_KEY, internal::v1::SEGMENT_VALUE}) {
         AddSegment(&m, kind, layer, begin, end, internal::v1::DTYPE_BF16,
@@ -328,7 +319,7 @@ absl::StatusOr<StateManifest> BuildManifest(const model::ModelConfig& c,
       }
     }
   }
-  for (int64_t layer = 0; layer < c.num_hidden_layers; ++layer) {
+  for (int64_t layer = 0; layer < c.num_layers(); ++layer) {
     if (c.IsSoftmaxLayer(layer)) continue;
     AddSegment(&m, internal::v1::SEGMENT_LINEAR_STATE, layer, 0, tokens, internal::v1::DTYPE_F32,
                {static_cast<uint64_t>(c.num_attention_heads), d, d}, sizeof(float));
@@ -344,11 +335,11 @@ absl::StatusOr<StateManifest> BuildManifest(const model::ModelConfig& c,
   return m;
 }
 
-std::vector<model::Span> SegmentSpans(const model::ModelConfig& config,
-                                      const model::SequenceState& state, const Segment& segment) {
-  const int64_t index = KindIndex(config, segment.layer());
+std::vector<Span> SegmentSpans(const StateLayout& layout, const StateBuffer& state,
+                               const Segment& segment) {
+  const int64_t index = KindIndex(layout, segment.layer());
   if (segment.kind() == internal::v1::SEGMENT_LINEAR_STATE) {
-    return {{state.linear_state(index), state.linear_state_bytes()}};
+    return {state.LinearState(index)};
   }
   return state.KvSpans(index, segment.kind() == internal::v1::SEGMENT_VALUE, segment.token_begin(),
                        segment.token_end());
@@ -382,7 +373,7 @@ absl::StatusOr<bool> PieceReader::Next(Piece* piece) {
   if (segment_ >= manifest_.segments_size()) return false;
   const Segment& segment = manifest_.segments(segment_);
   if (offset_ == 0) {
-    spans_ = SegmentSpans(config_, state_, segment);
+    spans_ = SegmentSpans(layout_, state_, segment);
     span_ = 0;
     span_offset_ = 0;
     hasher_.Reset();
@@ -395,7 +386,7 @@ absl::StatusOr<bool> PieceReader::Next(Piece* piece) {
   if (!memory_->in_place()) staging_.resize(piece->size);
   size_t staged = 0;
   for (uint64_t left = piece->size; left > 0;) {
-    const model::Span& span = spans_[span_];
+    const Span& span = spans_[span_];
     const size_t n = static_cast<size_t>(std::min<uint64_t>(left, span.bytes - span_offset_));
     const auto* data = static_cast<const uint8_t*>(span.data) + span_offset_;
     if (memory_->in_place()) {
@@ -426,15 +417,15 @@ absl::StatusOr<bool> PieceReader::Next(Piece* piece) {
   return true;
 }
 
-StateAssembler::StateAssembler(const model::ModelConfig& config, StateManifest manifest,
-                               model::SequenceState* state, const StateMemory* memory)
-    : config_(config), manifest_(std::move(manifest)), state_(state), memory_(memory) {
+StateAssembler::StateAssembler(const StateLayout& layout, StateManifest manifest,
+                               StateBuffer* state, const StateMemory* memory)
+    : layout_(layout), manifest_(std::move(manifest)), state_(state), memory_(memory) {
   for (const Segment& s : manifest_.segments()) bytes_total_ += s.bytes();
 }
 
 absl::StatusOr<std::unique_ptr<StateAssembler>> StateAssembler::Create(
-    const model::ModelConfig& config, const std::string& model_fingerprint, StateManifest manifest,
-    model::SequenceState* state, const StateMemory* memory) {
+    const StateLayout& layout, const std::string& model_fingerprint, StateManifest manifest,
+    StateBuffer* state, const StateMemory* memory) {
   if (manifest.format_version() != kFormatVersion) {
     return absl::UnimplementedError(absl::StrCat("state format version ", manifest.format_version(),
                                                  " is not supported; this worker reads version ",
@@ -451,11 +442,11 @@ absl::StatusOr<std::unique_ptr<StateAssembler>> StateAssembler::Create(
         "token count ", tokens, " is outside the reserved capacity [1, ", state->capacity(), "]"));
   }
   for (int i = 0; i < manifest.segments_size(); ++i) {
-    RETURN_IF_ERROR(CheckSegment(config, manifest, i, tokens));
+    RETURN_IF_ERROR(CheckSegment(layout, manifest, i, tokens));
   }
-  RETURN_IF_ERROR(CheckCoverage(config, manifest, tokens));
+  RETURN_IF_ERROR(CheckCoverage(layout, manifest, tokens));
   return std::unique_ptr<StateAssembler>(
-      new StateAssembler(config, std::move(manifest), state, memory));
+      new StateAssembler(layout, std::move(manifest), state, memory));
 }
 
 absl::Status StateAssembler::Fail(absl::Status status) {
@@ -501,7 +492,7 @@ absl::Status StateAssembler::CheckNext(uint32_t segment, uint64_t offset, uint64
                              : " ends the segment without the trailing checksum")));
   }
   if (segment_received_ == 0) {
-    spans_ = SegmentSpans(config_, *state_, manifest_.segments(index));
+    spans_ = SegmentSpans(layout_, *state_, manifest_.segments(index));
     span_index_ = 0;
     span_offset_ = 0;
     hasher_.Reset();
@@ -534,7 +525,7 @@ absl::Status StateAssembler::Consume(uint32_t segment, uint64_t offset,
   const uint8_t* src = bytes.data();
   size_t left = bytes.size();
   while (left > 0) {
-    const model::Span& span = spans_[span_index_];
+    const Span& span = spans_[span_index_];
     const size_t n = std::min({left, span.bytes - span_offset_, kCopyBlock});
     uint8_t* dst = static_cast<uint8_t*>(span.data) + span_offset_;
     if (memory_->in_place()) {
@@ -557,7 +548,7 @@ absl::Status StateAssembler::Consume(uint32_t segment, uint64_t offset,
 }
 
 absl::Status StateAssembler::ConsumeInPlace(
-    uint32_t segment, const std::function<absl::Status(const std::vector<model::Span>&)>& fill) {
+    uint32_t segment, const std::function<absl::Status(const std::vector<Span>&)>& fill) {
   if (!error_.ok()) return error_;
   if (manifest_.trailing_checksums()) {
     return Fail(absl::InvalidArgumentError(

@@ -6,12 +6,12 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "common/base/safetensors.h"
-#include "common/model/config.h"
-#include "common/model/sequence_state.h"
+#include "common/state/layout.h"
 #include "ringserve/internal/v1/worker.pb.h"
 
 struct XXH3_state_s;
@@ -31,11 +31,9 @@ namespace ringserve::state {
 // The version of the format this build writes and reads.
 inline constexpr uint32_t kFormatVersion = 1;
 
-// The identity of a model, as a hex string: XXH3-128 over the config's JSON, every tensor's
+// The identity of a model, as a hex string: XXH3-128 over its config's JSON, every tensor's
 // name, dtype and shape, and the XXH3-64 digest of every tensor's bytes. Reads all weight bytes.
-std::string ModelFingerprint(const model::ModelConfig& config, const base::TensorStore& store);
-// ModelFingerprint of the checkpoint in DIR.
-absl::StatusOr<std::string> ModelFingerprintOfDirectory(const std::string& dir);
+std::string ModelFingerprint(std::string_view config_json, const base::TensorStore& store);
 
 // How the state code reaches a state's memory: host memory (the CPU backend's) is read and
 // written in place; other memory (the CUDA backend's device memory) through copies to and from
@@ -61,7 +59,7 @@ struct StateSize {
 
   uint64_t total() const { return linear_bytes + kv_bytes; }
 };
-StateSize ComputeStateSize(const model::ModelConfig& config, int64_t tokens);
+StateSize ComputeStateSize(const StateLayout& layout, int64_t tokens);
 
 // The manifest fields that do not come from the state itself.
 struct ManifestHeader {
@@ -85,17 +83,15 @@ struct ManifestOptions {
 };
 
 // The manifest of the first `tokens` tokens of `state`, whose position must equal `tokens`.
-absl::StatusOr<internal::v1::StateManifest> BuildManifest(const model::ModelConfig& config,
-                                                          const model::SequenceState& state,
-                                                          int64_t tokens,
+absl::StatusOr<internal::v1::StateManifest> BuildManifest(const StateLayout& layout,
+                                                          const StateBuffer& state, int64_t tokens,
                                                           const ManifestHeader& header,
                                                           const ManifestOptions& options);
 
 // The memory of `segment` inside `state`, in wire order (one span per kv head for K and V).
 // The segment must have passed validation (BuildManifest's, or StateAssembler::Create's).
-std::vector<model::Span> SegmentSpans(const model::ModelConfig& config,
-                                      const model::SequenceState& state,
-                                      const internal::v1::Segment& segment);
+std::vector<Span> SegmentSpans(const StateLayout& layout, const StateBuffer& state,
+                               const internal::v1::Segment& segment);
 
 // "segment 3 (key of layer 7, tokens [0, 64))", for error messages.
 std::string DescribeSegment(const internal::v1::StateManifest& manifest, int index);
@@ -129,14 +125,14 @@ struct Piece {
 // Cuts the segments of a manifest of `state` into pieces of at most `piece_bytes`, in manifest
 // order, hashing each piece as it is cut when the checksums trail (so that its bytes are in
 // cache when the transport copies them). Pieces of memory that is not in place are staged in a
-// host buffer of the reader's, valid until the next call. `config`, `state`, `manifest` and
+// host buffer of the reader's, valid until the next call. `layout`, `state`, `manifest` and
 // `memory` must outlive it and stay unchanged. Not thread-safe.
 class PieceReader {
  public:
-  PieceReader(const model::ModelConfig& config, const model::SequenceState& state,
+  PieceReader(const StateLayout& layout, const StateBuffer& state,
               const internal::v1::StateManifest& manifest, size_t piece_bytes,
               const StateMemory* memory = StateMemory::Host())
-      : config_(config),
+      : layout_(layout),
         state_(state),
         manifest_(manifest),
         piece_bytes_(piece_bytes),
@@ -146,34 +142,34 @@ class PieceReader {
   absl::StatusOr<bool> Next(Piece* piece);
 
  private:
-  const model::ModelConfig& config_;
-  const model::SequenceState& state_;
+  const StateLayout& layout_;
+  const StateBuffer& state_;
   const internal::v1::StateManifest& manifest_;
   const size_t piece_bytes_;
   const StateMemory* const memory_;
   std::vector<uint8_t> staging_;
   int segment_ = 0;
   uint64_t offset_ = 0;
-  std::vector<model::Span> spans_;
+  std::vector<Span> spans_;
   size_t span_ = 0;
   size_t span_offset_ = 0;
   SegmentHasher hasher_;
 };
 
-// Writes the segments of one manifest into a reserved SequenceState as their bytes arrive,
+// Writes the segments of one manifest into a reserved StateBuffer as their bytes arrive,
 // checking order and bounds of every piece and the checksum of every segment; the state is
 // complete only when Finish succeeds. Errors are sticky: after one, every call returns it.
-// Does not own `config`, `state` or `memory`, which must outlive it. Not thread-safe: one
+// Does not own `layout`, `state` or `memory`, which must outlive it. Not thread-safe: one
 // transport thread feeds it.
 class StateAssembler {
  public:
-  // Validates `manifest` against the model (`config`, `model_fingerprint`) and the receiving
+  // Validates `manifest` against the model (`layout`, `model_fingerprint`) and the receiving
   // state: format version (UNIMPLEMENTED), fingerprint (FAILED_PRECONDITION), token count against
   // the capacity and every segment's kind, layer, dtype, shape and size, that no two segments
   // overlap and that together they cover the whole state (INVALID_ARGUMENT).
   static absl::StatusOr<std::unique_ptr<StateAssembler>> Create(
-      const model::ModelConfig& config, const std::string& model_fingerprint,
-      internal::v1::StateManifest manifest, model::SequenceState* state,
+      const StateLayout& layout, const std::string& model_fingerprint,
+      internal::v1::StateManifest manifest, StateBuffer* state,
       const StateMemory* memory = StateMemory::Host());
 
   // Copies `bytes`, which sit at `offset` of segment `segment`, into the state. Pieces must come
@@ -186,8 +182,8 @@ class StateAssembler {
   // Receives the whole of segment `segment` in place: `fill` writes the segment's spans (wire
   // order) directly, then the checksum, which must be in the manifest, is verified. Same
   // ordering rules as Consume.
-  absl::Status ConsumeInPlace(
-      uint32_t segment, const std::function<absl::Status(const std::vector<model::Span>&)>& fill);
+  absl::Status ConsumeInPlace(uint32_t segment,
+                              const std::function<absl::Status(const std::vector<Span>&)>& fill);
 
   // OK when every segment arrived and verified, and then sets the state's position to the token
   // count; DATA_LOSS naming the first incomplete segment otherwise.
@@ -198,8 +194,8 @@ class StateAssembler {
   uint64_t bytes_total() const { return bytes_total_; }
 
  private:
-  StateAssembler(const model::ModelConfig& config, internal::v1::StateManifest manifest,
-                 model::SequenceState* state, const StateMemory* memory);
+  StateAssembler(const StateLayout& layout, internal::v1::StateManifest manifest,
+                 StateBuffer* state, const StateMemory* memory);
 
   // Checks that a piece of `size` bytes at `offset`, with or without a checksum, may come next
   // for `segment`.
@@ -210,9 +206,9 @@ class StateAssembler {
   absl::Status EndPiece(uint64_t bytes, const std::optional<uint64_t>& checksum);
   absl::Status Fail(absl::Status status);
 
-  const model::ModelConfig& config_;
+  const StateLayout& layout_;
   const internal::v1::StateManifest manifest_;
-  model::SequenceState* const state_;
+  StateBuffer* const state_;
   const StateMemory* const memory_;
   std::vector<uint8_t> scratch_;  // stages memory that is not in place for hashing
   uint64_t bytes_total_ = 0;
@@ -220,7 +216,7 @@ class StateAssembler {
   absl::Status error_;
   // The segment being received, its spans and how far into it the bytes have come.
   int next_segment_ = 0;
-  std::vector<model::Span> spans_;
+  std::vector<Span> spans_;
   size_t span_index_ = 0;
   size_t span_offset_ = 0;
   uint64_t segment_received_ = 0;

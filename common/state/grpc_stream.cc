@@ -5,7 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/base/status_macros.h"
-#include "common/state/grpc_status.h"
+#include "common/rpc/status.h"
 #include "common/state/link_transport.h"
 #include "common/state/wire.h"
 
@@ -202,7 +202,7 @@ class PushStateReactor : public grpc::ServerReadReactor<grpc::ByteBuffer> {
       if (finished_) return;
       finished_ = true;
     }
-    Finish(ToGrpcStatus(status));
+    Finish(rpc::ToGrpc(status));
   }
 
   grpc::CallbackServerContext* const context_;
@@ -259,7 +259,7 @@ void PushStateCall::OnWriteDone(bool ok) {
 void PushStateCall::OnReadDone(bool ok) { acked_ = ok; }
 
 void PushStateCall::OnDone(const grpc::Status& status) {
-  status_ = FromGrpcStatus(status);
+  status_ = rpc::FromGrpc(status);
   if (status_.ok() && !acked_) {
     status_ = absl::DataLossError("the decode worker ended the state stream without an ack");
   }
@@ -282,9 +282,9 @@ absl::StatusOr<uint64_t> PushStateCall::Wait() {
   return ack.bytes_received();
 }
 
-GrpcStateSender::GrpcStateSender(const model::ModelConfig& config, ChannelCache* channels,
+GrpcStateSender::GrpcStateSender(const StateLayout& layout, ChannelCache* channels,
                                  GrpcSenderOptions options)
-    : config_(config),
+    : layout_(layout),
       channels_(channels),
       options_(options),
       buffers_(std::make_shared<PieceBufferPool>(options.piece_bytes + kFramingBytes)) {}
@@ -293,8 +293,8 @@ absl::StatusOr<TransferResult> GrpcStateSender::Send(const TransferJob& job, abs
   if (options_.piece_bytes == 0) return absl::InvalidArgumentError("piece_bytes is 0");
   const absl::Time start = absl::Now();
   ASSIGN_OR_RETURN(const StateManifest manifest,
-                   BuildJobManifest(config_, job, {options_.kv_chunk_tokens, true}));
-  PieceReader reader(config_, *job.state, manifest, options_.piece_bytes, job.memory);
+                   BuildJobManifest(layout_, job, {options_.kv_chunk_tokens, true}));
+  PieceReader reader(layout_, *job.state, manifest, options_.piece_bytes, job.memory);
   Piece piece;
   absl::Status read;
   PushStateCall call(
@@ -337,12 +337,12 @@ grpc::ServerUnaryReactor* DecodeStateService::OpenNcclLink(
     internal::v1::NcclLinkResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   if (links_ == nullptr) {
-    reactor->Finish(ToGrpcStatus(absl::UnimplementedError("this decode worker has no NCCL links")));
+    reactor->Finish(rpc::ToGrpc(absl::UnimplementedError("this decode worker has no NCCL links")));
     return reactor;
   }
   absl::StatusOr<internal::v1::NcclLinkResponse> opened = links_->Open(*request);
   if (opened.ok()) *response = *opened;
-  reactor->Finish(ToGrpcStatus(opened.status()));
+  reactor->Finish(rpc::ToGrpc(opened.status()));
   return reactor;
 }
 

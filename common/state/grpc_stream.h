@@ -14,7 +14,6 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
-#include "common/model/config.h"
 #include "common/state/reservations.h"
 #include "common/state/transport.h"
 #include "ringserve/internal/v1/worker.grpc.pb.h"
@@ -89,13 +88,13 @@ struct GrpcSenderOptions {
 // The call's deadline is Send's. `channels` must outlive the sender. Thread-safe.
 class GrpcStateSender : public StateSender {
  public:
-  GrpcStateSender(const model::ModelConfig& config, ChannelCache* channels,
+  GrpcStateSender(const StateLayout& layout, ChannelCache* channels,
                   GrpcSenderOptions options = {});
 
   absl::StatusOr<TransferResult> Send(const TransferJob& job, absl::Time deadline) override;
 
  private:
-  const model::ModelConfig config_;
+  const StateLayout layout_;
   ChannelCache* const channels_;
   const GrpcSenderOptions options_;
   const std::shared_ptr<PieceBufferPool> buffers_;

@@ -13,9 +13,9 @@ absl::StatusOr<TransferResult> InProcessStateSender::Send(const TransferJob& job
   }
   const absl::Time start = absl::Now();
   ASSIGN_OR_RETURN(const internal::v1::StateManifest manifest,
-                   BuildJobManifest(config_, job, {kv_chunk_tokens_, true}));
+                   BuildJobManifest(layout_, job, {kv_chunk_tokens_, true}));
   ASSIGN_OR_RETURN(std::unique_ptr<InboundTransfer> transfer, table_->BeginTransfer(manifest));
-  PieceReader reader(config_, *job.state, manifest, kPieceBytes, job.memory);
+  PieceReader reader(layout_, *job.state, manifest, kPieceBytes, job.memory);
   Piece piece;
   for (;;) {
     absl::StatusOr<bool> more = reader.Next(&piece);

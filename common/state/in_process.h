@@ -5,7 +5,6 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "common/model/config.h"
 #include "common/state/reservations.h"
 #include "common/state/transport.h"
 
@@ -22,9 +21,9 @@ class InProcessStateSender : public StateSender {
   static constexpr size_t kPieceBytes = 256 << 10;
 
   // `kv_chunk_tokens` as in ManifestOptions.
-  InProcessStateSender(const model::ModelConfig& config, std::string address,
-                       ReservationTable* table, int64_t kv_chunk_tokens = 0)
-      : config_(config),
+  InProcessStateSender(const StateLayout& layout, std::string address, ReservationTable* table,
+                       int64_t kv_chunk_tokens = 0)
+      : layout_(layout),
         address_(std::move(address)),
         table_(table),
         kv_chunk_tokens_(kv_chunk_tokens) {}
@@ -32,7 +31,7 @@ class InProcessStateSender : public StateSender {
   absl::StatusOr<TransferResult> Send(const TransferJob& job, absl::Time deadline) override;
 
  private:
-  const model::ModelConfig config_;
+  const StateLayout layout_;
   const std::string address_;
   ReservationTable* const table_;
   const int64_t kv_chunk_tokens_;

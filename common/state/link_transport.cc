@@ -8,7 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "common/base/status_macros.h"
-#include "common/state/grpc_status.h"
+#include "common/rpc/status.h"
 
 namespace ringserve::state {
 
@@ -214,7 +214,7 @@ absl::Status LinkReceiver::Receive(const StateManifest& manifest, absl::Time dea
     for (int i = 0; status.ok() && i < m.segments_size(); ++i) {
       status = transfer->ConsumeInPlace(
           static_cast<uint32_t>(i),
-          [&](const std::vector<model::Span>& spans) { return byte_link->Recv(spans, until); });
+          [&](const std::vector<Span>& spans) { return byte_link->Recv(spans, until); });
     }
     if (status.ok()) {
       status = transfer->Finish();
@@ -254,7 +254,7 @@ absl::StatusOr<TransferResult> LinkStateSender::Send(const TransferJob& job, abs
   }
   const absl::Time start = absl::Now();
   ASSIGN_OR_RETURN(StateManifest manifest,
-                   BuildJobManifest(config_, job, {options_.kv_chunk_tokens, false}));
+                   BuildJobManifest(layout_, job, {options_.kv_chunk_tokens, false}));
   Peer* peer;
   {
     absl::MutexLock lock(&mu_);
@@ -292,14 +292,14 @@ absl::Status LinkStateSender::Open(const std::string& address, Peer* peer, absl:
   context.set_deadline(absl::ToChronoTime(until));
   auto stub = internal::v1::Decode::NewStub(channels_->Get(address));
   absl::Notification done;
-  grpc::Status rpc;
+  grpc::Status answer;
   stub->async()->OpenNcclLink(&context, &request, &response, [&](grpc::Status status) {
-    rpc = std::move(status);
+    answer = std::move(status);
     done.Notify();
   });
   done.WaitForNotification();
-  if (!rpc.ok()) {
-    const absl::Status status = FromGrpcStatus(rpc);
+  if (!answer.ok()) {
+    const absl::Status status = rpc::FromGrpc(answer);
     return absl::Status(status.code(),
                         absl::StrCat("opening an NCCL link to ", address, ": ", status.message()));
   }
@@ -327,7 +327,7 @@ absl::StatusOr<uint64_t> LinkStateSender::SendOnce(const TransferJob& job,
   call.Start(channels_->Get(job.decode_address), deadline);
   absl::Status sent;
   for (int i = 0; sent.ok() && i < manifest.segments_size(); ++i) {
-    sent = link->Send(SegmentSpans(config_, *job.state, manifest.segments(i)), deadline);
+    sent = link->Send(SegmentSpans(layout_, *job.state, manifest.segments(i)), deadline);
   }
   if (sent.ok()) return call.Wait();
   // The aborted link fails the receiver's side too, which ends the call; the call's error

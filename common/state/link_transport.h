@@ -12,7 +12,6 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "common/model/config.h"
 #include "common/state/grpc_stream.h"
 #include "common/state/reservations.h"
 #include "common/state/transport.h"
@@ -98,9 +97,9 @@ class LinkStateSender : public StateSender {
     absl::Duration connect_timeout = absl::Seconds(30);
   };
 
-  LinkStateSender(const model::ModelConfig& config, ByteLinkFactory* factory,
-                  ChannelCache* channels, Options options)
-      : config_(config), factory_(factory), channels_(channels), options_(std::move(options)) {}
+  LinkStateSender(const StateLayout& layout, ByteLinkFactory* factory, ChannelCache* channels,
+                  Options options)
+      : layout_(layout), factory_(factory), channels_(channels), options_(std::move(options)) {}
 
   absl::StatusOr<TransferResult> Send(const TransferJob& job, absl::Time deadline) override;
 
@@ -122,7 +121,7 @@ class LinkStateSender : public StateSender {
                                     absl::Time deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(peer->mu);
   void CloseLink(Peer* peer) ABSL_EXCLUSIVE_LOCKS_REQUIRED(peer->mu);
 
-  const model::ModelConfig config_;
+  const StateLayout layout_;
   ByteLinkFactory* const factory_;
   ChannelCache* const channels_;
   const Options options_;

@@ -5,20 +5,20 @@
 namespace ringserve::state {
 namespace {
 
-std::vector<kernels::LinkBuffer> ToLinkBuffers(const std::vector<model::Span>& spans) {
+std::vector<kernels::LinkBuffer> ToLinkBuffers(const std::vector<Span>& spans) {
   std::vector<kernels::LinkBuffer> buffers;
   buffers.reserve(spans.size());
-  for (const model::Span& s : spans) buffers.push_back({s.data, s.bytes});
+  for (const Span& s : spans) buffers.push_back({s.data, s.bytes});
   return buffers;
 }
 
 }  // namespace
 
-absl::Status NcclByteLink::Send(const std::vector<model::Span>& buffers, absl::Time deadline) {
+absl::Status NcclByteLink::Send(const std::vector<Span>& buffers, absl::Time deadline) {
   return link_->Send(ToLinkBuffers(buffers), deadline);
 }
 
-absl::Status NcclByteLink::Recv(const std::vector<model::Span>& buffers, absl::Time deadline) {
+absl::Status NcclByteLink::Recv(const std::vector<Span>& buffers, absl::Time deadline) {
   return link_->Recv(ToLinkBuffers(buffers), deadline);
 }
 

@@ -17,8 +17,8 @@ class NcclByteLink : public ByteLink {
  public:
   explicit NcclByteLink(std::unique_ptr<kernels::NcclLink> link) : link_(std::move(link)) {}
 
-  absl::Status Send(const std::vector<model::Span>& buffers, absl::Time deadline) override;
-  absl::Status Recv(const std::vector<model::Span>& buffers, absl::Time deadline) override;
+  absl::Status Send(const std::vector<Span>& buffers, absl::Time deadline) override;
+  absl::Status Recv(const std::vector<Span>& buffers, absl::Time deadline) override;
   void Abort() override { link_->Abort(); }
 
  private:

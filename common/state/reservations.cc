@@ -78,6 +78,12 @@ ReservationTable::FindLocked(const std::string& request_id, const std::string& t
 absl::StatusOr<Reservation> ReservationTable::Reserve(const std::string& request_id,
                                                       int64_t prompt_tokens, int64_t max_tokens,
                                                       absl::Duration lease) {
+  RETURN_IF_ERROR(Admit(request_id, prompt_tokens, max_tokens, lease));
+  return Allocate(request_id);
+}
+
+absl::Status ReservationTable::Admit(const std::string& request_id, int64_t prompt_tokens,
+                                     int64_t max_tokens, absl::Duration lease) {
   if (request_id.empty()) return absl::InvalidArgumentError("request_id is empty");
   if (prompt_tokens < 1) {
     return absl::InvalidArgumentError(
@@ -87,48 +93,59 @@ absl::StatusOr<Reservation> ReservationTable::Reserve(const std::string& request
     return absl::InvalidArgumentError(absl::StrCat("max_tokens ", max_tokens, " is negative"));
   }
   const int64_t capacity = prompt_tokens + max_tokens;
-  if (capacity > options_.config.max_position_embeddings) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "prompt_tokens ", prompt_tokens, " + max_tokens ", max_tokens, " = ", capacity,
-        " exceeds the model's ", options_.config.max_position_embeddings, " positions"));
+  if (capacity > options_.layout.max_positions) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("prompt_tokens ", prompt_tokens, " + max_tokens ", max_tokens, " = ", capacity,
+                     " exceeds the model's ", options_.layout.max_positions, " positions"));
   }
   if (lease <= absl::ZeroDuration() || lease > options_.limits.max_lease) {
     return absl::InvalidArgumentError(
         absl::StrCat("lease ", absl::FormatDuration(lease), " is outside (0, ",
                      absl::FormatDuration(options_.limits.max_lease), "]"));
   }
-  Reservation reservation;
-  reservation.epoch = options_.epoch;
+  absl::MutexLock lock(&mu_);
+  auto it = entries_.find(request_id);
+  if (it != entries_.end()) {
+    return absl::AlreadyExistsError(absl::StrCat("request '", request_id,
+                                                 "' already holds a reservation (",
+                                                 PhaseName(it->second.phase), ")"));
+  }
+  if (slots_used_ >= options_.limits.max_slots) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("all ", options_.limits.max_slots, " state slots are in use"));
+  }
+  if (kv_tokens_used_ + capacity > options_.limits.max_kv_tokens) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("KV for ", capacity, " tokens does not fit: ", kv_tokens_used_, " of ",
+                     options_.limits.max_kv_tokens, " KV tokens are reserved"));
+  }
+  Entry& e = entries_[request_id];
+  e.prompt_tokens = prompt_tokens;
+  e.max_tokens = max_tokens;
+  e.lease = lease;
+  e.ticket = absl::StrFormat("%08x%08x%08x%08x", random_(), random_(), random_(), random_());
+  ++slots_used_;
+  kv_tokens_used_ += capacity;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Reservation> ReservationTable::Allocate(const std::string& request_id) {
+  int64_t capacity = 0;
   {
     absl::MutexLock lock(&mu_);
     auto it = entries_.find(request_id);
-    if (it != entries_.end()) {
-      return absl::AlreadyExistsError(absl::StrCat("request '", request_id,
-                                                   "' already holds a reservation (",
-                                                   PhaseName(it->second.phase), ")"));
+    if (it == entries_.end()) {
+      return absl::NotFoundError(absl::StrCat("no reservation for request '", request_id, "'"));
     }
-    if (slots_used_ >= options_.limits.max_slots) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("all ", options_.limits.max_slots, " state slots are in use"));
+    if (it->second.phase != Phase::kAllocating || it->second.state != nullptr) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "request '", request_id, "' is ", PhaseName(it->second.phase), ", not admitted"));
     }
-    if (kv_tokens_used_ + capacity > options_.limits.max_kv_tokens) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("KV for ", capacity, " tokens does not fit: ", kv_tokens_used_, " of ",
-                       options_.limits.max_kv_tokens, " KV tokens are reserved"));
-    }
-    Entry& e = entries_[request_id];
-    e.prompt_tokens = prompt_tokens;
-    e.max_tokens = max_tokens;
-    e.ticket = absl::StrFormat("%08x%08x%08x%08x", random_(), random_(), random_(), random_());
-    e.deadline = options_.clock->Now() + lease;
-    ++slots_used_;
-    kv_tokens_used_ += capacity;
-    reservation.ticket = e.ticket;
-    reservation.lease_deadline = e.deadline;
+    capacity = it->second.prompt_tokens + it->second.max_tokens;
   }
   // Allocation runs outside the lock; the entry is charged already and nobody else can reach it
-  // without its ticket.
-  absl::StatusOr<std::unique_ptr<model::SequenceState>> state = options_.factory(capacity);
+  // without its ticket (and nobody can release it while it is allocating).
+  absl::StatusOr<std::unique_ptr<StateBuffer>> state = options_.factory(capacity);
   if (state.ok() && (*state)->capacity() != capacity) {
     state = absl::InternalError(absl::StrCat("the state factory returned a capacity of ",
                                              (*state)->capacity(), " tokens, not ", capacity));
@@ -146,7 +163,21 @@ absl::StatusOr<Reservation> ReservationTable::Reserve(const std::string& request
   e.state_bytes = e.state->linear_bytes_total() +
                   static_cast<uint64_t>(capacity) * e.state->kv_bytes_per_token();
   e.phase = Phase::kReserved;
+  e.deadline = options_.clock->Now() + e.lease;
+  Reservation reservation;
+  reservation.epoch = options_.epoch;
+  reservation.ticket = e.ticket;
+  reservation.lease_deadline = e.deadline;
   return reservation;
+}
+
+void ReservationTable::Abandon(const std::string& request_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = entries_.find(request_id);
+  if (it == entries_.end() || it->second.phase != Phase::kAllocating) return;
+  --slots_used_;
+  kv_tokens_used_ -= it->second.prompt_tokens + it->second.max_tokens;
+  entries_.erase(it);
 }
 
 absl::StatusOr<std::unique_ptr<InboundTransfer>> ReservationTable::BeginTransfer(
@@ -179,7 +210,7 @@ absl::StatusOr<std::unique_ptr<InboundTransfer>> ReservationTable::BeginTransfer
         return mismatch;
       }
       absl::StatusOr<std::unique_ptr<StateAssembler>> assembler = StateAssembler::Create(
-          options_.config, options_.model_fingerprint, manifest, e.state.get(), options_.memory);
+          options_.layout, options_.model_fingerprint, manifest, e.state.get(), options_.memory);
       if (!assembler.ok()) {
         EraseLocked(it, assembler.status(), &after);
         return assembler.status();
@@ -196,7 +227,7 @@ absl::StatusOr<std::unique_ptr<InboundTransfer>> ReservationTable::BeginTransfer
 }
 
 absl::Status ReservationTable::CompleteTransfer(const std::string& request_id,
-                                                std::unique_ptr<model::SequenceState> state,
+                                                std::unique_ptr<StateBuffer> state,
                                                 const internal::v1::StateManifest& manifest,
                                                 uint64_t bytes) {
   Aftermath after;
@@ -350,7 +381,7 @@ ReservationStats ReservationTable::Stats() const {
 }
 
 InboundTransfer::InboundTransfer(ReservationTable* table, std::string request_id,
-                                 std::unique_ptr<model::SequenceState> state,
+                                 std::unique_ptr<StateBuffer> state,
                                  std::unique_ptr<StateAssembler> assembler,
                                  std::shared_ptr<ReservationTable::Cancel> cancel)
     : table_(table),
@@ -387,7 +418,7 @@ absl::Status InboundTransfer::Consume(uint32_t segment, uint64_t offset,
 }
 
 absl::Status InboundTransfer::ConsumeInPlace(
-    uint32_t segment, const std::function<absl::Status(const std::vector<model::Span>&)>& fill) {
+    uint32_t segment, const std::function<absl::Status(const std::vector<Span>&)>& fill) {
   RETURN_IF_ERROR(Check(absl::OkStatus()));
   return Check(assembler_->ConsumeInPlace(segment, fill));
 }

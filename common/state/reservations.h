@@ -16,9 +16,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/base/clock.h"
-#include "common/model/config.h"
-#include "common/model/sequence_state.h"
 #include "common/state/format.h"
+#include "common/state/layout.h"
 #include "ringserve/internal/v1/worker.pb.h"
 
 namespace ringserve::state {
@@ -38,7 +37,7 @@ struct Reservation {
 
 // A received state, handed to the decode scheduler by TakeReady.
 struct ReadyState {
-  std::unique_ptr<model::SequenceState> state;  // position() == tokens
+  std::unique_ptr<StateBuffer> state;  // position() == tokens
   int64_t tokens = 0;
   int64_t max_tokens = 0;
   uint32_t first_token = 0;
@@ -78,7 +77,7 @@ class InboundTransfer;
 class ReservationTable {
  public:
   using StateFactory =
-      std::function<absl::StatusOr<std::unique_ptr<model::SequenceState>>(int64_t capacity)>;
+      std::function<absl::StatusOr<std::unique_ptr<StateBuffer>>(int64_t capacity)>;
   // Hears each reservation before it is taken: OK when its state is ready, else the error that
   // ended it (failed transfer, expired lease, release). Called once per outcome, outside the
   // table's lock, on the thread that caused it; it may call back into the table.
@@ -86,7 +85,7 @@ class ReservationTable {
       std::function<void(const std::string& request_id, const absl::Status& status)>;
 
   struct Options {
-    model::ModelConfig config;
+    StateLayout layout;
     std::string model_fingerprint;
     ReservationLimits limits;
     // Allocates a state with room for `capacity` tokens, ready to be written by another thread
@@ -104,11 +103,24 @@ class ReservationTable {
   ReservationTable(const ReservationTable&) = delete;
   ReservationTable& operator=(const ReservationTable&) = delete;
 
-  // Reserves a slot and KV for prompt_tokens + max_tokens tokens and allocates its state.
-  // RESOURCE_EXHAUSTED when the slots or the KV tokens are used up, ALREADY_EXISTS when the
-  // request already holds a reservation, INVALID_ARGUMENT for sizes or a lease out of range.
+  // Reserves a slot and KV for prompt_tokens + max_tokens tokens and allocates its state: Admit
+  // then Allocate on the caller's thread.
   absl::StatusOr<Reservation> Reserve(const std::string& request_id, int64_t prompt_tokens,
                                       int64_t max_tokens, absl::Duration lease);
+
+  // The first half of Reserve, cheap and never blocking: checks the request and charges its
+  // slot and KV. RESOURCE_EXHAUSTED when the slots or the KV tokens are used up, ALREADY_EXISTS
+  // when the request already holds a reservation, INVALID_ARGUMENT for sizes or a lease out of
+  // range. The reservation then waits for Allocate (or Abandon): no state can arrive, its lease
+  // does not run and Release refuses it.
+  absl::Status Admit(const std::string& request_id, int64_t prompt_tokens, int64_t max_tokens,
+                     absl::Duration lease);
+  // The second half: allocates the state of an admitted request with the factory, on the
+  // caller's thread, and starts its lease. On failure the reservation is freed. NOT_FOUND when
+  // the request is unknown, FAILED_PRECONDITION when it is not waiting for its allocation.
+  absl::StatusOr<Reservation> Allocate(const std::string& request_id);
+  // Frees an admitted reservation whose allocation will not run (the worker is stopping).
+  void Abandon(const std::string& request_id);
 
   // Starts receiving the state described by `manifest` into its reservation: NOT_FOUND for an
   // unknown request, PERMISSION_DENIED for a wrong ticket, DEADLINE_EXCEEDED once the lease has
@@ -135,7 +147,7 @@ class ReservationTable {
 
   ReservationStats Stats() const;
   uint64_t epoch() const { return options_.epoch; }
-  const model::ModelConfig& config() const { return options_.config; }
+  const StateLayout& layout() const { return options_.layout; }
   const std::string& model_fingerprint() const { return options_.model_fingerprint; }
 
  private:
@@ -157,18 +169,19 @@ class ReservationTable {
     std::string ticket;
     int64_t prompt_tokens = 0;
     int64_t max_tokens = 0;
+    absl::Duration lease;  // asked for; the deadline is set when the state is allocated
     absl::Time deadline;
     uint64_t state_bytes = 0;
-    std::unique_ptr<model::SequenceState> state;  // held while kReserved and kReady
-    std::shared_ptr<Cancel> cancel;               // kReceiving
-    absl::Time transfer_start;                    // kReceiving
-    ReadyState ready;                             // kReady: everything but the state
+    std::unique_ptr<StateBuffer> state;  // held while kReserved and kReady
+    std::shared_ptr<Cancel> cancel;      // kReceiving
+    absl::Time transfer_start;           // kReceiving
+    ReadyState ready;                    // kReady: everything but the state
   };
 
   // Listener calls and states to free, gathered under the lock and run after it.
   struct Aftermath {
     std::vector<std::pair<std::string, absl::Status>> events;
-    std::vector<std::unique_ptr<model::SequenceState>> garbage;
+    std::vector<std::unique_ptr<StateBuffer>> garbage;
   };
 
   explicit ReservationTable(Options options) : options_(std::move(options)) {}
@@ -183,8 +196,7 @@ class ReservationTable {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // The end of a transfer, from InboundTransfer.
-  absl::Status CompleteTransfer(const std::string& request_id,
-                                std::unique_ptr<model::SequenceState> state,
+  absl::Status CompleteTransfer(const std::string& request_id, std::unique_ptr<StateBuffer> state,
                                 const internal::v1::StateManifest& manifest, uint64_t bytes);
   void FailTransfer(const std::string& request_id, const absl::Status& status);
 
@@ -212,8 +224,8 @@ class InboundTransfer {
   absl::Status Consume(uint32_t segment, uint64_t offset, std::span<const uint8_t> bytes,
                        std::optional<uint64_t> checksum = std::nullopt);
   // StateAssembler::ConsumeInPlace, after checking for a cancellation.
-  absl::Status ConsumeInPlace(
-      uint32_t segment, const std::function<absl::Status(const std::vector<model::Span>&)>& fill);
+  absl::Status ConsumeInPlace(uint32_t segment,
+                              const std::function<absl::Status(const std::vector<Span>&)>& fill);
   // Verifies that the whole state arrived and makes it ready; the error otherwise (the
   // reservation is then freed). Also fails when the lease ended meanwhile.
   absl::Status Finish();
@@ -227,8 +239,7 @@ class InboundTransfer {
  private:
   friend class ReservationTable;
   InboundTransfer(ReservationTable* table, std::string request_id,
-                  std::unique_ptr<model::SequenceState> state,
-                  std::unique_ptr<StateAssembler> assembler,
+                  std::unique_ptr<StateBuffer> state, std::unique_ptr<StateAssembler> assembler,
                   std::shared_ptr<ReservationTable::Cancel> cancel);
 
   // The cancellation status, or `status`; fails the transfer when either is an error.
@@ -236,7 +247,7 @@ class InboundTransfer {
 
   ReservationTable* const table_;
   const std::string request_id_;
-  std::unique_ptr<model::SequenceState> state_;
+  std::unique_ptr<StateBuffer> state_;
   std::unique_ptr<StateAssembler> assembler_;
   std::shared_ptr<ReservationTable::Cancel> cancel_;
   bool ended_ = false;

@@ -4,7 +4,7 @@
 
 namespace ringserve::state {
 
-absl::StatusOr<internal::v1::StateManifest> BuildJobManifest(const model::ModelConfig& config,
+absl::StatusOr<internal::v1::StateManifest> BuildJobManifest(const StateLayout& layout,
                                                              const TransferJob& job,
                                                              const ManifestOptions& options) {
   if (job.state == nullptr) {
@@ -13,7 +13,7 @@ absl::StatusOr<internal::v1::StateManifest> BuildJobManifest(const model::ModelC
   }
   ManifestOptions with_memory = options;
   with_memory.memory = job.memory;
-  return BuildManifest(config, *job.state, job.tokens,
+  return BuildManifest(layout, *job.state, job.tokens,
                        {job.request_id, job.ticket, job.model_fingerprint, job.sender_epoch,
                         job.first_token, job.sampling},
                        with_memory);

@@ -7,8 +7,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "common/model/sequence_state.h"
 #include "common/state/format.h"
+#include "common/state/layout.h"
 #include "ringserve/internal/v1/worker.pb.h"
 
 // The transports of the prefill-to-decode state, behind one interface. The sending side is a
@@ -27,13 +27,13 @@ struct TransferJob {
   std::string model_fingerprint;
   // The prefilled state, owned by the caller and left untouched until Send returns; the device
   // work that wrote it must have finished.
-  const model::SequenceState* state = nullptr;
+  const StateBuffer* state = nullptr;
   int64_t tokens = 0;                               // the tokens it holds (== state->position())
   const StateMemory* memory = StateMemory::Host();  // where `state` lives
 };
 
 // BuildManifest for `job` (INVALID_ARGUMENT when it has no state); options.memory is the job's.
-absl::StatusOr<internal::v1::StateManifest> BuildJobManifest(const model::ModelConfig& config,
+absl::StatusOr<internal::v1::StateManifest> BuildJobManifest(const StateLayout& layout,
                                                              const TransferJob& job,
                                                              const ManifestOptions& options);
 
@@ -62,8 +62,8 @@ class StateSender {
 class ByteLink {
  public:
   virtual ~ByteLink() = default;
-  virtual absl::Status Send(const std::vector<model::Span>& buffers, absl::Time deadline) = 0;
-  virtual absl::Status Recv(const std::vector<model::Span>& buffers, absl::Time deadline) = 0;
+  virtual absl::Status Send(const std::vector<Span>& buffers, absl::Time deadline) = 0;
+  virtual absl::Status Recv(const std::vector<Span>& buffers, absl::Time deadline) = 0;
   virtual void Abort() = 0;
 };
 

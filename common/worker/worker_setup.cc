@@ -4,7 +4,7 @@
 #include "common/base/logging.h"
 #include "common/base/random.h"
 #include "common/base/status_macros.h"
-#include "common/state/format.h"
+#include "common/worker/model_state.h"
 
 namespace ringserve::worker {
 
@@ -43,7 +43,7 @@ absl::StatusOr<WorkerEngine> LoadWorkerEngine(const base::FlagSet& flags,
   ASSIGN_OR_RETURN(w.model,
                    model::HybridModel::Load(flags.Get("model"), w.backend.get(), {variant}));
   // The decay variant changes the linear states, so it is part of what must match.
-  ASSIGN_OR_RETURN(w.fingerprint, state::ModelFingerprintOfDirectory(flags.Get("model")));
+  ASSIGN_OR_RETURN(w.fingerprint, ModelFingerprintOfDirectory(flags.Get("model")));
   absl::StrAppend(&w.fingerprint, "/", model::DecayVariantName(variant));
   w.epoch = base::RandomU64() >> 1;
   return w;

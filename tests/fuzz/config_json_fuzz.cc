@@ -8,6 +8,7 @@
 
 #include "common/model/config.h"
 #include "common/state/format.h"
+#include "common/worker/model_state.h"
 #include "tests/fuzz/fuzz_check.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -27,7 +28,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FUZZ_CHECK(c.linear_qkv_rows() > 0 && c.softmax_qkv_rows() > 0, "projection rows");
   FUZZ_CHECK(c.shared_intermediate() >= 0, "shared expert width");
   const ringserve::state::StateSize state =
-      ringserve::state::ComputeStateSize(c, c.max_position_embeddings);
+      ringserve::state::ComputeStateSize(ringserve::worker::LayoutOf(c), c.max_position_embeddings);
   FUZZ_CHECK(state.kv_bytes <= state.all_softmax_kv_bytes, "softmax KV exceeds all-softmax KV");
   return 0;
 }

@@ -12,6 +12,7 @@
 #include "common/model/sequence_state.h"
 #include "common/state/format.h"
 #include "common/state/wire.h"
+#include "common/worker/model_state.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "tests/fuzz/state_fuzz_model.h"
 
@@ -24,24 +25,26 @@ int Main(const std::string& dir) {
   auto config = model::ModelConfig::FromJson(std::string(kStateFuzzConfigJson));
   if (!config.ok()) return 1;
   kernels::CpuBackend backend(1);
-  auto state = model::SequenceState::Create(*config, &backend, kStateFuzzCapacity);
-  if (!state.ok()) return 1;
+  auto created = model::SequenceState::Create(*config, &backend, kStateFuzzCapacity);
+  if (!created.ok()) return 1;
+  worker::ModelState source(std::move(*created));
+  const state::StateLayout layout = worker::LayoutOf(*config);
   uint8_t next = 1;
   auto fill = [&](void* data, size_t bytes) {
     auto* p = static_cast<uint8_t*>(data);
     for (size_t i = 0; i < bytes; ++i) p[i] = next = static_cast<uint8_t>(next * 37 + 11);
   };
-  for (int64_t i = 0; i < (*state)->num_linear(); ++i) {
-    fill((*state)->linear_state(i), (*state)->linear_state_bytes());
+  for (int64_t i = 0; i < source.num_linear(); ++i) {
+    fill(source.LinearState(i).data, source.LinearState(i).bytes);
   }
-  for (int64_t i = 0; i < (*state)->num_softmax(); ++i) {
+  for (int64_t i = 0; i < source.num_softmax(); ++i) {
     for (bool value : {false, true}) {
-      for (const model::Span& span : (*state)->KvSpans(i, value, 0, kTokens)) {
+      for (const state::Span& span : source.KvSpans(i, value, 0, kTokens)) {
         fill(span.data, span.bytes);
       }
     }
   }
-  (*state)->set_position(kTokens);
+  source.set_position(kTokens);
   state::ManifestHeader header;
   header.request_id = "r1";
   header.ticket = "t1";
@@ -55,13 +58,13 @@ int Main(const std::string& dir) {
   };
   for (const Variant& v : {Variant{"whole", 0, false, 1 << 20}, Variant{"chunked", 2, false, 40},
                            Variant{"trailing", 0, true, 24}}) {
-    auto manifest = state::BuildManifest(*config, **state, kTokens, header, {v.chunk, v.trailing});
+    auto manifest = state::BuildManifest(layout, source, kTokens, header, {v.chunk, v.trailing});
     if (!manifest.ok()) return 1;
     std::string input;
     internal::v1::StateMessage first;
     *first.mutable_manifest() = *manifest;
     AppendFrame(first.SerializeAsString(), 7, &input);
-    state::PieceReader reader(*config, **state, *manifest, v.piece_bytes);
+    state::PieceReader reader(layout, source, *manifest, v.piece_bytes);
     state::Piece piece;
     while (true) {
       auto more = reader.Next(&piece);

@@ -18,6 +18,7 @@
 #include "common/model/sequence_state.h"
 #include "common/state/format.h"
 #include "common/state/wire.h"
+#include "common/worker/model_state.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "tests/fuzz/fuzz_check.h"
 #include "tests/fuzz/state_fuzz_model.h"
@@ -30,9 +31,9 @@ using ringserve::state::DecodedMessage;
 using ringserve::state::StateAssembler;
 
 struct Receiver {
-  ModelConfig config;
+  ringserve::state::StateLayout layout;
   std::unique_ptr<ringserve::kernels::CpuBackend> backend;
-  std::unique_ptr<SequenceState> state;
+  std::unique_ptr<ringserve::worker::ModelState> state;
 };
 
 Receiver* MakeReceiver() {
@@ -41,12 +42,12 @@ Receiver* MakeReceiver() {
   auto* r = new Receiver;
   auto config = ModelConfig::FromJson(std::string(ringserve::fuzz::kStateFuzzConfigJson));
   FUZZ_CHECK(config.ok(), "the fuzz model's config does not parse");
-  r->config = *config;
+  r->layout = ringserve::worker::LayoutOf(*config);
   r->backend = std::make_unique<ringserve::kernels::CpuBackend>(1);
   auto state =
-      SequenceState::Create(r->config, r->backend.get(), ringserve::fuzz::kStateFuzzCapacity);
+      SequenceState::Create(*config, r->backend.get(), ringserve::fuzz::kStateFuzzCapacity);
   FUZZ_CHECK(state.ok(), "the fuzz model's state cannot be made");
-  r->state = std::move(*state);
+  r->state = std::make_unique<ringserve::worker::ModelState>(std::move(*state));
   return r;
 }
 
@@ -84,7 +85,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (decoded->manifest.has_value()) {
       receiver->state->set_position(0);
       auto created =
-          StateAssembler::Create(receiver->config, ringserve::fuzz::kStateFuzzFingerprint,
+          StateAssembler::Create(receiver->layout, ringserve::fuzz::kStateFuzzFingerprint,
                                  *decoded->manifest, receiver->state.get());
       assembler = created.ok() ? std::move(*created) : nullptr;
       continue;

@@ -30,8 +30,8 @@ constexpr char kRingConfig[] =
 std::unique_ptr<Tokenizer> Make(bool variant) {
   std::vector<std::string> specials(ringserve::text::kRingSpecialTokens.begin(),
                                     ringserve::text::kRingSpecialTokens.end());
-  auto json = ringserve::text::TrainByteLevelBpe(ringserve::text::kEmbeddedTrainingText, 600,
-                                                 specials);
+  auto json =
+      ringserve::text::TrainByteLevelBpe(ringserve::text::kEmbeddedTrainingText, 600, specials);
   FUZZ_CHECK(json.ok(), "training the fuzz tokenizer failed");
   std::string config = kRingConfig;
   if (variant) {

@@ -17,6 +17,20 @@ TEST(FlagSetTest, ParsesBothFormsAndBooleans) {
   EXPECT_EQ(f.positional(), std::vector<std::string>{"pos"});
 }
 
+TEST(FlagSetTest, HelpStopsParsingWithTheUsage) {
+  for (const char* help : {"--help", "-h"}) {
+    FlagSet f("prog");
+    f.String("port", "1", "the port");
+    const absl::Status status = f.Parse({"--port", "7", help, "--nope"});
+    EXPECT_TRUE(IsHelp(status)) << status;
+    EXPECT_NE(status.message().find("usage: prog"), std::string::npos);
+    EXPECT_NE(status.message().find("--port VALUE  the port"), std::string::npos);
+  }
+  FlagSet g("prog");
+  EXPECT_FALSE(IsHelp(g.Parse({"--nope"})));
+  EXPECT_FALSE(IsHelp(absl::CancelledError("usage")));
+}
+
 TEST(FlagSetTest, ErrorsNameTheFlag) {
   FlagSet f("prog");
   f.String("port", "1", "");

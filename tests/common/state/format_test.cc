@@ -26,31 +26,30 @@ class FormatTest : public ::testing::Test {
   static void SetUpTestSuite() { model_ = LoadTinyModel().release(); }
   static void TearDownTestSuite() { delete model_; }
 
-  const model::ModelConfig& config() const { return model_->config(); }
+  const StateLayout& layout() const { return model_->layout; }
 
-  StateManifest Manifest(const model::SequenceState& state, int64_t tokens, int64_t chunk = 0) {
+  StateManifest Manifest(const StateBuffer& state, int64_t tokens, int64_t chunk = 0) {
     ManifestHeader header;
     header.request_id = "r1";
     header.ticket = "t1";
     header.model_fingerprint = model_->fingerprint;
     header.first_token = 5;
-    auto m = BuildManifest(config(), state, tokens, header, {chunk, false});
+    auto m = BuildManifest(layout(), state, tokens, header, {chunk, false});
     EXPECT_TRUE(m.ok()) << m.status();
     return *m;
   }
 
   absl::StatusOr<std::unique_ptr<StateAssembler>> Assembler(const StateManifest& m,
-                                                            model::SequenceState* target) {
-    return StateAssembler::Create(config(), model_->fingerprint, m, target);
+                                                            StateBuffer* target) {
+    return StateAssembler::Create(layout(), model_->fingerprint, m, target);
   }
 
   // Feeds every segment of `source` to `assembler` in pieces of at most `piece` bytes.
-  static absl::Status FeedAll(const model::ModelConfig& config, const StateManifest& m,
-                              const model::SequenceState& source, StateAssembler* assembler,
-                              size_t piece) {
+  static absl::Status FeedAll(const StateLayout& layout, const StateManifest& m,
+                              const StateBuffer& source, StateAssembler* assembler, size_t piece) {
     for (int i = 0; i < m.segments_size(); ++i) {
       std::string bytes;
-      for (const model::Span& s : SegmentSpans(config, source, m.segments(i))) {
+      for (const Span& s : SegmentSpans(layout, source, m.segments(i))) {
         bytes.append(static_cast<const char*>(s.data), s.bytes);
       }
       for (size_t at = 0; at < bytes.size(); at += piece) {
@@ -81,20 +80,20 @@ TEST(StateSizeTest, MatchesTheModelSpecTable) {
   flash.layer_group_size = 8;
   flash.num_attention_heads = 32;
 
-  const StateSize mini4k = ComputeStateSize(mini, 4096);
+  const StateSize mini4k = ComputeStateSize(worker::LayoutOf(mini), 4096);
   EXPECT_EQ(mini4k.linear_bytes, 16 * kMiB);
   EXPECT_EQ(mini4k.kv_bytes, 32 * kMiB);
   EXPECT_EQ(mini4k.all_softmax_kv_bytes, 160 * kMiB);
-  EXPECT_EQ(ComputeStateSize(mini, 131072).total(), 1040 * kMiB);
-  EXPECT_EQ(ComputeStateSize(mini, 131072).all_softmax_kv_bytes, 5120 * kMiB);
+  EXPECT_EQ(ComputeStateSize(worker::LayoutOf(mini), 131072).total(), 1040 * kMiB);
+  EXPECT_EQ(ComputeStateSize(worker::LayoutOf(mini), 131072).all_softmax_kv_bytes, 5120 * kMiB);
 
-  EXPECT_EQ(ComputeStateSize(flash, 1).linear_bytes, 56 * kMiB);
-  EXPECT_EQ(ComputeStateSize(flash, 32768).total(), 312 * kMiB);
-  EXPECT_EQ(ComputeStateSize(flash, 131072).all_softmax_kv_bytes, 8192 * kMiB);
+  EXPECT_EQ(ComputeStateSize(worker::LayoutOf(flash), 1).linear_bytes, 56 * kMiB);
+  EXPECT_EQ(ComputeStateSize(worker::LayoutOf(flash), 32768).total(), 312 * kMiB);
+  EXPECT_EQ(ComputeStateSize(worker::LayoutOf(flash), 131072).all_softmax_kv_bytes, 8192 * kMiB);
 }
 
 TEST_F(FormatTest, FingerprintIsStableAndTracksTheWeights) {
-  auto again = ModelFingerprintOfDirectory(model_->dir.path());
+  auto again = worker::ModelFingerprintOfDirectory(model_->dir.path());
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(*again, model_->fingerprint);
   EXPECT_EQ(model_->fingerprint.size(), 32u);
@@ -109,8 +108,8 @@ TEST_F(FormatTest, ManifestListsKvChunksThenLinearStates) {
   EXPECT_EQ(m.token_count(), 100u);
   EXPECT_EQ(m.first_token(), 5u);
   // Tiny: layers 3 and 7 softmax, the other 6 linear; two chunks of K and V.
-  const uint64_t h = config().num_attention_heads, hkv = config().num_key_value_heads,
-                 d = config().head_dim;
+  const uint64_t h = layout().num_attention_heads, hkv = layout().num_key_value_heads,
+                 d = layout().head_dim;
   ASSERT_EQ(m.segments_size(), 2 * 2 * 2 + 6);
   const Segment& first = m.segments(0);
   EXPECT_EQ(first.kind(), internal::v1::SEGMENT_KEY);
@@ -127,13 +126,13 @@ TEST_F(FormatTest, ManifestListsKvChunksThenLinearStates) {
   for (int i = 8; i < m.segments_size(); ++i) {
     const Segment& s = m.segments(i);
     EXPECT_EQ(s.kind(), internal::v1::SEGMENT_LINEAR_STATE);
-    EXPECT_FALSE(config().IsSoftmaxLayer(s.layer()));
+    EXPECT_FALSE(layout().IsSoftmaxLayer(s.layer()));
     EXPECT_EQ(s.dtype(), internal::v1::DTYPE_F32);
     EXPECT_THAT(s.shape(), ::testing::ElementsAre(h, d, d));
   }
   // A checksum is the XXH3-64 of the segment's wire bytes ([Hkv, tokens, D]).
   std::string wire;
-  for (const model::Span& s : state->KvSpans(0, false, 64, 100)) {
+  for (const Span& s : state->KvSpans(0, false, 64, 100)) {
     wire.append(static_cast<const char*>(s.data), s.bytes);
   }
   EXPECT_EQ(m.segments(4).checksum(), XXH3_64bits(wire.data(), wire.size()));
@@ -141,38 +140,36 @@ TEST_F(FormatTest, ManifestListsKvChunksThenLinearStates) {
 
 TEST_F(FormatTest, ManifestNeedsTheStatePosition) {
   auto state = RandomState(*model_, 16, 8, 1);
-  EXPECT_EQ(BuildManifest(config(), *state, 9, {}, {}).status().code(),
+  EXPECT_EQ(BuildManifest(layout(), *state, 9, {}, {}).status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(BuildManifest(config(), *state, 0, {}, {}).status().code(),
+  EXPECT_EQ(BuildManifest(layout(), *state, 0, {}, {}).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(FormatTest, AssemblerRebuildsTheStateFromOddPieces) {
   auto source = RandomState(*model_, 100, 77, 3);
   const StateManifest m = Manifest(*source, 77, /*chunk=*/30);
-  auto target = model_->model->NewState(90);
-  ASSERT_TRUE(target.ok());
-  auto assembler = Assembler(m, target->get());
+  auto target = testing::NewState(*model_, 90);
+  auto assembler = Assembler(m, target.get());
   ASSERT_TRUE(assembler.ok()) << assembler.status();
-  ASSERT_TRUE(FeedAll(config(), m, *source, assembler->get(), 1000).ok());
+  ASSERT_TRUE(FeedAll(layout(), m, *source, assembler->get(), 1000).ok());
   ASSERT_TRUE((*assembler)->Finish().ok());
-  EXPECT_EQ((*target)->position(), 77);
+  EXPECT_EQ(target->position(), 77);
   EXPECT_EQ((*assembler)->bytes_received(), (*assembler)->bytes_total());
-  EXPECT_EQ(testing::CompareStates(*source, **target, 77), "");
+  EXPECT_EQ(testing::CompareStates(*source, *target, 77), "");
 }
 
 TEST_F(FormatTest, AssemblerReceivesInPlace) {
   auto source = RandomState(*model_, 40, 40, 4);
   const StateManifest m = Manifest(*source, 40);
-  auto target = model_->model->NewState(40);
-  ASSERT_TRUE(target.ok());
-  auto assembler = Assembler(m, target->get());
+  auto target = testing::NewState(*model_, 40);
+  auto assembler = Assembler(m, target.get());
   ASSERT_TRUE(assembler.ok());
   for (int i = 0; i < m.segments_size(); ++i) {
-    const auto from = SegmentSpans(config(), *source, m.segments(i));
+    const auto from = SegmentSpans(layout(), *source, m.segments(i));
     ASSERT_TRUE((*assembler)
                     ->ConsumeInPlace(i,
-                                     [&](const std::vector<model::Span>& to) {
+                                     [&](const std::vector<Span>& to) {
                                        for (size_t k = 0; k < to.size(); ++k) {
                                          std::memcpy(to[k].data, from[k].data, to[k].bytes);
                                        }
@@ -181,17 +178,17 @@ TEST_F(FormatTest, AssemblerReceivesInPlace) {
                     .ok());
   }
   ASSERT_TRUE((*assembler)->Finish().ok());
-  EXPECT_EQ(testing::CompareStates(*source, **target, 40), "");
+  EXPECT_EQ(testing::CompareStates(*source, *target, 40), "");
 }
 
 TEST_F(FormatTest, CorruptedSegmentIsDataLossNamingIt) {
   auto source = RandomState(*model_, 16, 16, 5);
   StateManifest m = Manifest(*source, 16);
   m.mutable_segments(2)->set_checksum(m.segments(2).checksum() ^ 1);
-  auto target = model_->model->NewState(16);
-  auto assembler = Assembler(m, target->get());
+  auto target = testing::NewState(*model_, 16);
+  auto assembler = Assembler(m, target.get());
   ASSERT_TRUE(assembler.ok());
-  const absl::Status status = FeedAll(config(), m, *source, assembler->get(), 1 << 20);
+  const absl::Status status = FeedAll(layout(), m, *source, assembler->get(), 1 << 20);
   EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(status.message(), HasSubstr("segment 2 (key of layer 7"));
   EXPECT_EQ((*assembler)->Finish(), status);  // errors are sticky
@@ -200,7 +197,7 @@ TEST_F(FormatTest, CorruptedSegmentIsDataLossNamingIt) {
 TEST_F(FormatTest, PiecesMustComeInOrderAndFit) {
   auto source = RandomState(*model_, 8, 8, 6);
   const StateManifest m = Manifest(*source, 8);
-  auto target = model_->model->NewState(8);
+  auto target = testing::NewState(*model_, 8);
   const std::vector<uint8_t> bytes(m.segments(0).bytes() + 1, 0);
   auto piece = [&](size_t n) { return std::span<const uint8_t>(bytes.data(), n); };
   struct Case {
@@ -213,7 +210,7 @@ TEST_F(FormatTest, PiecesMustComeInOrderAndFit) {
        {Case{1, 0, 16, "while segment 0"}, Case{0, 16, 16, "expected is at offset 0"},
         Case{0, 0, 0, "empty piece"}, Case{0, 0, bytes.size(), "overruns segment 0"},
         Case{99, 0, 16, "not in the manifest"}}) {
-    auto assembler = Assembler(m, target->get());
+    auto assembler = Assembler(m, target.get());
     ASSERT_TRUE(assembler.ok());
     const absl::Status status = (*assembler)->Consume(c.segment, c.offset, piece(c.size));
     EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << c.says;
@@ -224,23 +221,22 @@ TEST_F(FormatTest, PiecesMustComeInOrderAndFit) {
 TEST_F(FormatTest, FinishBeforeTheLastByteIsDataLoss) {
   auto source = RandomState(*model_, 8, 8, 7);
   const StateManifest m = Manifest(*source, 8);
-  auto target = model_->model->NewState(8);
-  auto assembler = Assembler(m, target->get());
+  auto target = testing::NewState(*model_, 8);
+  auto assembler = Assembler(m, target.get());
   ASSERT_TRUE(assembler.ok());
   const std::vector<uint8_t> bytes(100, 0);
   ASSERT_TRUE((*assembler)->Consume(0, 0, bytes).ok());
   const absl::Status status = (*assembler)->Finish();
   EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(status.message(), HasSubstr("incomplete"));
-  EXPECT_EQ((*target)->position(), 0);
+  EXPECT_EQ(target->position(), 0);
 }
 
 // Feeds `source` through a PieceReader, letting `edit` change each piece's checksum.
-absl::Status FeedPieces(const model::ModelConfig& config, const StateManifest& m,
-                        const model::SequenceState& source, StateAssembler* assembler,
-                        size_t piece_bytes,
+absl::Status FeedPieces(const StateLayout& layout, const StateManifest& m,
+                        const StateBuffer& source, StateAssembler* assembler, size_t piece_bytes,
                         const std::function<void(const Piece&, std::optional<uint64_t>*)>& edit) {
-  PieceReader reader(config, source, m, piece_bytes);
+  PieceReader reader(layout, source, m, piece_bytes);
   for (Piece piece; reader.Next(&piece).value();) {
     std::optional<uint64_t> checksum = piece.checksum;
     edit(piece, &checksum);
@@ -259,13 +255,13 @@ absl::Status FeedPieces(const model::ModelConfig& config, const StateManifest& m
 TEST_F(FormatTest, TrailingChecksumsTravelOnEachSegmentsLastPiece) {
   auto source = RandomState(*model_, 64, 50, 9);
   ManifestHeader header{"r1", "t1", model_->fingerprint, 0, 0, {}};
-  auto trailing = BuildManifest(config(), *source, 50, header, {16, true});
-  auto upfront = BuildManifest(config(), *source, 50, header, {16, false});
+  auto trailing = BuildManifest(layout(), *source, 50, header, {16, true});
+  auto upfront = BuildManifest(layout(), *source, 50, header, {16, false});
   ASSERT_TRUE(trailing.ok() && upfront.ok());
   EXPECT_TRUE(trailing->trailing_checksums());
   for (const Segment& s : trailing->segments()) EXPECT_EQ(s.checksum(), 0u);
 
-  PieceReader reader(config(), *source, *trailing, 700);
+  PieceReader reader(layout(), *source, *trailing, 700);
   for (Piece piece; reader.Next(&piece).value();) {
     const Segment& s = trailing->segments(piece.segment);
     const bool last = piece.offset + piece.size == s.bytes();
@@ -275,23 +271,23 @@ TEST_F(FormatTest, TrailingChecksumsTravelOnEachSegmentsLastPiece) {
     }
   }
 
-  auto target = model_->model->NewState(64);
-  auto assembler = Assembler(*trailing, target->get());
+  auto target = testing::NewState(*model_, 64);
+  auto assembler = Assembler(*trailing, target.get());
   ASSERT_TRUE(assembler.ok());
-  ASSERT_TRUE(FeedPieces(config(), *trailing, *source, assembler->get(), 700,
+  ASSERT_TRUE(FeedPieces(layout(), *trailing, *source, assembler->get(), 700,
                          [](const Piece&, std::optional<uint64_t>*) {})
                   .ok());
   ASSERT_TRUE((*assembler)->Finish().ok());
-  EXPECT_EQ(testing::CompareStates(*source, **target, 50), "");
+  EXPECT_EQ(testing::CompareStates(*source, *target, 50), "");
 }
 
 TEST_F(FormatTest, TrailingChecksumFaults) {
   auto source = RandomState(*model_, 20, 20, 10);
   ManifestHeader header{"r1", "t1", model_->fingerprint, 0, 0, {}};
-  auto trailing = BuildManifest(config(), *source, 20, header, {0, true});
-  auto upfront = BuildManifest(config(), *source, 20, header, {0, false});
+  auto trailing = BuildManifest(layout(), *source, 20, header, {0, true});
+  auto upfront = BuildManifest(layout(), *source, 20, header, {0, false});
   ASSERT_TRUE(trailing.ok() && upfront.ok());
-  auto target = model_->model->NewState(20);
+  auto target = testing::NewState(*model_, 20);
   struct Case {
     const StateManifest* manifest;
     std::function<void(const Piece&, std::optional<uint64_t>*)> edit;
@@ -315,19 +311,17 @@ TEST_F(FormatTest, TrailingChecksumFaults) {
        absl::StatusCode::kInvalidArgument, "carries a checksum"},
   };
   for (const Case& c : cases) {
-    auto assembler = Assembler(*c.manifest, target->get());
+    auto assembler = Assembler(*c.manifest, target.get());
     ASSERT_TRUE(assembler.ok());
     const absl::Status status =
-        FeedPieces(config(), *c.manifest, *source, assembler->get(), 1000, c.edit);
+        FeedPieces(layout(), *c.manifest, *source, assembler->get(), 1000, c.edit);
     EXPECT_EQ(status.code(), c.code) << c.says << ": " << status;
     EXPECT_THAT(status.message(), HasSubstr(c.says));
   }
-  auto assembler = Assembler(*trailing, target->get());
+  auto assembler = Assembler(*trailing, target.get());
   ASSERT_TRUE(assembler.ok());
   const absl::Status in_place =
-      (*assembler)->ConsumeInPlace(0, [](const std::vector<model::Span>&) {
-        return absl::OkStatus();
-      });
+      (*assembler)->ConsumeInPlace(0, [](const std::vector<Span>&) { return absl::OkStatus(); });
   EXPECT_EQ(in_place.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(in_place.message(), HasSubstr("needs its checksum in the manifest"));
 }
@@ -335,9 +329,9 @@ TEST_F(FormatTest, TrailingChecksumFaults) {
 TEST_F(FormatTest, ManifestValidationNamesEachFault) {
   auto source = RandomState(*model_, 64, 64, 8);
   const StateManifest good = Manifest(*source, 64, 32);
-  auto target = model_->model->NewState(64);
-  ASSERT_TRUE(Assembler(good, target->get()).ok());
-  const int64_t hkv = config().num_key_value_heads, d = config().head_dim;
+  auto target = testing::NewState(*model_, 64);
+  ASSERT_TRUE(Assembler(good, target.get()).ok());
+  const int64_t hkv = layout().num_key_value_heads, d = layout().head_dim;
   const std::string bad_shape =
       absl::StrCat("shape [", hkv + 1, ", 32, ", d, "], expected [", hkv, ", 32, ", d, "]");
   struct Case {
@@ -383,7 +377,7 @@ TEST_F(FormatTest, ManifestValidationNamesEachFault) {
   for (const Case& c : cases) {
     StateManifest m = good;
     c.edit(&m);
-    auto assembler = Assembler(m, target->get());
+    auto assembler = Assembler(m, target.get());
     EXPECT_EQ(assembler.status().code(), c.code) << c.says << ": " << assembler.status();
     EXPECT_THAT(assembler.status().message(), HasSubstr(c.says));
   }

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "common/base/clock.h"
-#include "common/state/grpc_status.h"
+#include "common/rpc/status.h"
 #include "common/state/grpc_stream.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -105,7 +105,7 @@ class RestartableDecode : public internal::v1::Decode::WithRawCallbackMethod_Pus
     auto opened = links_->Open(*request);
     if (opened.ok()) *response = *opened;
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    reactor->Finish(ToGrpcStatus(opened.status()));
+    reactor->Finish(rpc::ToGrpc(opened.status()));
     return reactor;
   }
 
@@ -138,11 +138,11 @@ class LinkTransportTest : public ::testing::Test {
     options.sender_id = kSenderId;
     options.epoch = epoch;
     options.kv_chunk_tokens = 48;
-    return std::make_unique<LinkStateSender>(model_->config(), &factory_, channels_.get(), options);
+    return std::make_unique<LinkStateSender>(model_->layout, &factory_, channels_.get(), options);
   }
 
-  TransferJob Job(const std::string& request_id, const Reservation& r,
-                  const model::SequenceState& state, uint64_t sender_epoch) {
+  TransferJob Job(const std::string& request_id, const Reservation& r, const StateBuffer& state,
+                  uint64_t sender_epoch) {
     TransferJob job;
     job.request_id = request_id;
     job.ticket = r.ticket;
@@ -165,7 +165,7 @@ class LinkTransportTest : public ::testing::Test {
     EXPECT_TRUE(r.ok()) << r.status();
     auto sent = sender->Send(Job(id, *r, *state, sender_epoch), Deadline());
     if (!sent.ok()) return sent.status();
-    EXPECT_EQ(sent->bytes, ComputeStateSize(model_->config(), tokens).total());
+    EXPECT_EQ(sent->bytes, ComputeStateSize(model_->layout, tokens).total());
     auto ready = table->TakeReady(id, r->ticket);
     EXPECT_TRUE(ready.ok()) << ready.status();
     EXPECT_EQ(testing::CompareStates(*state, *ready->state, tokens), "");
@@ -299,7 +299,7 @@ TEST_F(LinkTransportTest, ReceiveTimeoutAbortsTheLink) {
   auto state = RandomState(*model_, 16, 16, 2);
   auto r = table->Reserve("b", 16, 8, kLease);
   ASSERT_TRUE(r.ok());
-  auto manifest = BuildJobManifest(model_->config(), Job("b", *r, *state, 7), {});
+  auto manifest = BuildJobManifest(model_->layout, Job("b", *r, *state, 7), {});
   ASSERT_TRUE(manifest.ok());
   manifest->mutable_link()->set_sender_id(kSenderId);
   manifest->mutable_link()->set_receiver_epoch(300);

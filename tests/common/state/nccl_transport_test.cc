@@ -28,26 +28,27 @@ TEST(DeviceStateTest, CudaBackendStatesRoundTripOverTheGrpcStream) {
   const model::ModelConfig& config = model->config();
   // A host state of random bytes, and its copy in device memory.
   auto host = testing::RandomState(*model, 4096, 4096, 77);
-  auto source = model::SequenceState::Create(config, cuda->get(), 4096);
-  ASSERT_TRUE(source.ok()) << source.status();
+  auto created = model::SequenceState::Create(config, cuda->get(), 4096);
+  ASSERT_TRUE(created.ok()) << created.status();
   ASSERT_TRUE((*cuda)->Synchronize().ok());  // Create zeroes it on the backend's stream
-  std::vector<model::Span> from;
-  testing::ForEachStateSpan(*host, 4096, [&](const model::Span& s) { from.push_back(s); });
+  auto source = std::make_unique<worker::ModelState>(std::move(*created));
+  std::vector<Span> from;
+  testing::ForEachStateSpan(*host, 4096, [&](const Span& s) { from.push_back(s); });
   size_t i = 0;
-  testing::ForEachStateSpan(**source, 4096, [&](const model::Span& s) {
+  testing::ForEachStateSpan(*source, 4096, [&](const Span& s) {
     ASSERT_TRUE((*device)->CopyFromHost(s.data, from[i++].data, s.bytes).ok());
   });
-  (*source)->set_position(4096);
+  source->set_position(4096);
 
   base::FakeClock clock;
   ReservationTable::Options options;
-  options.config = config;
+  options.layout = model->layout;
   options.model_fingerprint = model->fingerprint;
   options.limits = {2, 1 << 16};
-  options.factory = [&](int64_t capacity) -> absl::StatusOr<std::unique_ptr<model::SequenceState>> {
+  options.factory = [&](int64_t capacity) -> absl::StatusOr<std::unique_ptr<StateBuffer>> {
     auto state = model::SequenceState::Create(config, cuda->get(), capacity);
     if (state.ok()) RETURN_IF_ERROR((*cuda)->Synchronize());
-    return state;
+    return worker::ModelState::Wrap(std::move(state));
   };
   options.clock = &clock;
   options.memory = device->get();
@@ -56,7 +57,7 @@ TEST(DeviceStateTest, CudaBackendStatesRoundTripOverTheGrpcStream) {
   DecodeStateService service(table->get(), nullptr);
   testing::TestServer server = testing::StartServer(&service);
   ChannelCache channels(grpc::InsecureChannelCredentials());
-  GrpcStateSender sender(config, &channels);
+  GrpcStateSender sender(model->layout, &channels);
   auto r = (*table)->Reserve("d", 4096, 8, absl::Seconds(60));
   ASSERT_TRUE(r.ok()) << r.status();
   TransferJob job;
@@ -64,23 +65,22 @@ TEST(DeviceStateTest, CudaBackendStatesRoundTripOverTheGrpcStream) {
   job.ticket = r->ticket;
   job.decode_address = server.address();
   job.model_fingerprint = model->fingerprint;
-  job.state = source->get();
+  job.state = source.get();
   job.tokens = 4096;
   job.memory = device->get();
   auto sent = sender.Send(job, absl::Now() + absl::Seconds(60));
   ASSERT_TRUE(sent.ok()) << sent.status();
   auto ready = (*table)->TakeReady("d", r->ticket);
   ASSERT_TRUE(ready.ok()) << ready.status();
-  auto back = model->model->NewState(4104);
-  ASSERT_TRUE(back.ok());
-  std::vector<model::Span> to;
-  testing::ForEachStateSpan(**back, 4096, [&](const model::Span& s) { to.push_back(s); });
+  auto back = testing::NewState(*model, 4104);
+  std::vector<Span> to;
+  testing::ForEachStateSpan(*back, 4096, [&](const Span& s) { to.push_back(s); });
   i = 0;
-  testing::ForEachStateSpan(*ready->state, 4096, [&](const model::Span& s) {
+  testing::ForEachStateSpan(*ready->state, 4096, [&](const Span& s) {
     ASSERT_TRUE((*device)->CopyToHost(to[i++].data, s.data, s.bytes).ok());
   });
-  (*back)->set_position(4096);
-  EXPECT_EQ(testing::CompareStates(*host, **back, 4096), "");
+  back->set_position(4096);
+  EXPECT_EQ(testing::CompareStates(*host, *back, 4096), "");
   server.server->Shutdown();
 }
 
@@ -96,7 +96,7 @@ TEST(NcclTransportTest, MovesA4KStateBitExact) {
 
   ChannelCache channels(grpc::InsecureChannelCredentials());
   NcclByteLinkFactory sender_devices(0);
-  LinkStateSender sender(model->config(), &sender_devices, &channels, {"prefill-0", 5, 1024});
+  LinkStateSender sender(model->layout, &sender_devices, &channels, {"prefill-0", 5, 1024});
   for (int i = 0; i < 2; ++i) {
     const std::string id = absl::StrCat("r", i);
     auto state = testing::RandomState(*model, 4096, 4096, 40 + i);

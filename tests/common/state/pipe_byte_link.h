@@ -17,7 +17,7 @@ namespace ringserve::state::testing {
 // sizes, has copied its bytes (the rendezvous of NCCL point-to-point). Thread-safe.
 class PipeChannel {
  public:
-  absl::Status Send(const std::vector<model::Span>& buffers, absl::Time deadline) {
+  absl::Status Send(const std::vector<Span>& buffers, absl::Time deadline) {
     absl::MutexLock lock(&mu_);
     if (aborted_) return absl::AbortedError("the pipe was aborted");
     posted_ = &buffers;
@@ -30,14 +30,14 @@ class PipeChannel {
                     : absl::DeadlineExceededError("no receive took the send by its deadline");
   }
 
-  absl::Status Recv(const std::vector<model::Span>& buffers, absl::Time deadline) {
+  absl::Status Recv(const std::vector<Span>& buffers, absl::Time deadline) {
     absl::MutexLock lock(&mu_);
     auto posted = [&]()
                       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return posted_ != nullptr || aborted_; };
     mu_.AwaitWithDeadline(absl::Condition(&posted), deadline);
     if (aborted_) return absl::AbortedError("the pipe was aborted");
     if (posted_ == nullptr) return absl::DeadlineExceededError("no send arrived by the deadline");
-    const std::vector<model::Span>& sent = *posted_;
+    const std::vector<Span>& sent = *posted_;
     bool same = sent.size() == buffers.size();
     for (size_t i = 0; same && i < sent.size(); ++i) same = sent[i].bytes == buffers[i].bytes;
     if (!same) {
@@ -59,7 +59,7 @@ class PipeChannel {
 
  private:
   absl::Mutex mu_;
-  const std::vector<model::Span>* posted_ ABSL_GUARDED_BY(mu_) = nullptr;
+  const std::vector<Span>* posted_ ABSL_GUARDED_BY(mu_) = nullptr;
   uint64_t sent_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t taken_ ABSL_GUARDED_BY(mu_) = 0;
   bool aborted_ ABSL_GUARDED_BY(mu_) = false;
@@ -80,10 +80,10 @@ class PipeByteLink : public ByteLink {
  public:
   PipeByteLink(std::shared_ptr<PipePair> pair, int rank) : pair_(std::move(pair)), rank_(rank) {}
 
-  absl::Status Send(const std::vector<model::Span>& buffers, absl::Time deadline) override {
+  absl::Status Send(const std::vector<Span>& buffers, absl::Time deadline) override {
     return pair_->to[1 - rank_].Send(buffers, deadline);
   }
-  absl::Status Recv(const std::vector<model::Span>& buffers, absl::Time deadline) override {
+  absl::Status Recv(const std::vector<Span>& buffers, absl::Time deadline) override {
     return pair_->to[rank_].Recv(buffers, deadline);
   }
   void Abort() override { pair_->Abort(); }

@@ -37,7 +37,7 @@ class ReservationTableTest : public ::testing::Test {
     source_ = RandomState(*model_, tokens, tokens, 11);
     ManifestHeader header{request_id, r.ticket, model_->fingerprint, 7, 99, {}};
     header.sampling.set_seed(1234);
-    auto m = BuildManifest(model_->config(), *source_, tokens, header, {});
+    auto m = BuildManifest(model_->layout, *source_, tokens, header, {});
     EXPECT_TRUE(m.ok()) << m.status();
     return *m;
   }
@@ -46,7 +46,7 @@ class ReservationTableTest : public ::testing::Test {
   absl::Status FeedAll(const StateManifest& m, InboundTransfer* transfer) {
     for (int i = 0; i < m.segments_size(); ++i) {
       uint64_t offset = 0;
-      for (const model::Span& s : SegmentSpans(model_->config(), *source_, m.segments(i))) {
+      for (const Span& s : SegmentSpans(model_->layout, *source_, m.segments(i))) {
         absl::Status status = transfer->Consume(
             i, offset, std::span<const uint8_t>(static_cast<const uint8_t*>(s.data), s.bytes));
         if (!status.ok()) return status;
@@ -60,7 +60,7 @@ class ReservationTableTest : public ::testing::Test {
   base::FakeClock clock_;
   ListenerLog log_;
   std::unique_ptr<ReservationTable> table_;
-  std::unique_ptr<model::SequenceState> source_;
+  std::unique_ptr<worker::ModelState> source_;
 };
 TinyModel* ReservationTableTest::model_ = nullptr;
 
@@ -77,7 +77,7 @@ TEST_F(ReservationTableTest, ReserveAllocatesUnderALease) {
   EXPECT_EQ(s.kv_tokens_total, 1000);
   EXPECT_EQ(s.reservations, 1);
   // Memory for 30 tokens is held from the start.
-  EXPECT_EQ(s.state_bytes, ComputeStateSize(model_->config(), 30).total());
+  EXPECT_EQ(s.state_bytes, ComputeStateSize(model_->layout, 30).total());
   auto other = table_->Reserve("b", 10, 20, kLease);
   ASSERT_TRUE(other.ok());
   EXPECT_NE(other->ticket, r->ticket);
@@ -106,10 +106,10 @@ TEST_F(ReservationTableTest, ReserveRefusesWhatDoesNotFit) {
 
 TEST_F(ReservationTableTest, FactoryFailureChargesNothing) {
   ReservationTable::Options options;
-  options.config = model_->config();
+  options.layout = model_->layout;
   options.model_fingerprint = model_->fingerprint;
   options.limits = {4, 1000};
-  options.factory = [](int64_t capacity) -> absl::StatusOr<std::unique_ptr<model::SequenceState>> {
+  options.factory = [](int64_t capacity) -> absl::StatusOr<std::unique_ptr<StateBuffer>> {
     return absl::ResourceExhaustedError("no memory");
   };
   options.clock = &clock_;
@@ -117,6 +117,35 @@ TEST_F(ReservationTableTest, FactoryFailureChargesNothing) {
   ASSERT_TRUE(table.ok());
   EXPECT_EQ((*table)->Reserve("a", 1, 1, kLease).status().message(), "no memory");
   ExpectEmpty(**table);
+}
+
+TEST_F(ReservationTableTest, AdmitChargesAndAllocateStartsTheLease) {
+  ASSERT_TRUE(table_->Admit("a", 10, 20, kLease).ok());
+  EXPECT_EQ(table_->Admit("a", 1, 1, kLease).code(), absl::StatusCode::kAlreadyExists);
+  ReservationStats s = table_->Stats();
+  EXPECT_EQ(s.slots_used, 1);
+  EXPECT_EQ(s.kv_tokens_used, 30);
+  EXPECT_EQ(s.state_bytes, 0u);  // nothing allocated yet
+  EXPECT_EQ(table_->ExpireLeases(), 0);
+
+  clock_.Advance(kLease * 2);  // the lease runs from the allocation, not the admission
+  auto r = table_->Allocate("a");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->lease_deadline, clock_.Now() + kLease);
+  EXPECT_EQ(table_->Stats().state_bytes, ComputeStateSize(model_->layout, 30).total());
+  EXPECT_EQ(table_->Allocate("a").status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(table_->Allocate("b").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(table_->Release("a", r->ticket).ok());
+  ExpectEmpty(*table_);
+}
+
+TEST_F(ReservationTableTest, AbandonFreesAnAdmittedReservation) {
+  ASSERT_TRUE(table_->Admit("a", 10, 20, kLease).ok());
+  table_->Abandon("a");
+  ExpectEmpty(*table_);
+  ASSERT_TRUE(table_->Reserve("b", 1, 1, kLease).ok());
+  table_->Abandon("b");  // allocated: left alone
+  EXPECT_EQ(table_->Stats().slots_used, 1);
 }
 
 TEST_F(ReservationTableTest, StateGoesReservedReceivingReadyRunningReleased) {

@@ -15,6 +15,7 @@
 #include "common/model/model.h"
 #include "common/state/format.h"
 #include "common/state/reservations.h"
+#include "common/worker/model_state.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/sampling.h"
@@ -28,6 +29,7 @@ struct TinyModel {
   std::unique_ptr<kernels::CpuBackend> backend;
   std::unique_ptr<model::HybridModel> model;
   std::string fingerprint;
+  StateLayout layout;
 
   const model::ModelConfig& config() const { return model->config(); }
 };
@@ -39,7 +41,8 @@ inline std::unique_ptr<TinyModel> LoadTinyModel(uint64_t seed = 7) {
   auto loaded = model::HybridModel::Load(m->dir.path(), m->backend.get(), {});
   EXPECT_TRUE(loaded.ok()) << loaded.status();
   m->model = std::move(*loaded);
-  auto fingerprint = ModelFingerprintOfDirectory(m->dir.path());
+  m->layout = worker::LayoutOf(m->model->config());
+  auto fingerprint = worker::ModelFingerprintOfDirectory(m->dir.path());
   EXPECT_TRUE(fingerprint.ok()) << fingerprint.status();
   m->fingerprint = *fingerprint;
   return m;
@@ -47,64 +50,64 @@ inline std::unique_ptr<TinyModel> LoadTinyModel(uint64_t seed = 7) {
 
 // Calls fn(span) over the linear states and the K and V of tokens [0, tokens) of `state`.
 template <typename Fn>
-void ForEachStateSpan(const model::SequenceState& state, int64_t tokens, Fn fn) {
-  for (int64_t i = 0; i < state.num_linear(); ++i) {
-    fn(model::Span{state.linear_state(i), state.linear_state_bytes()});
-  }
+void ForEachStateSpan(const StateBuffer& state, int64_t tokens, Fn fn) {
+  for (int64_t i = 0; i < state.num_linear(); ++i) fn(state.LinearState(i));
   for (int64_t i = 0; i < state.num_softmax(); ++i) {
     for (bool value : {false, true}) {
-      for (const model::Span& span : state.KvSpans(i, value, 0, tokens)) fn(span);
+      for (const Span& span : state.KvSpans(i, value, 0, tokens)) fn(span);
     }
   }
 }
 
-// A state of `capacity` tokens whose linear states and first `tokens` tokens of K and V hold
-// deterministic random bytes; its position is `tokens`.
-inline std::unique_ptr<model::SequenceState> RandomState(const TinyModel& m, int64_t capacity,
-                                                         int64_t tokens, uint64_t seed) {
+// A new (zero) state of the tiny model for `capacity` tokens.
+inline std::unique_ptr<worker::ModelState> NewState(const TinyModel& m, int64_t capacity) {
   auto state = m.model->NewState(capacity);
   EXPECT_TRUE(state.ok()) << state.status();
+  return std::make_unique<worker::ModelState>(std::move(*state));
+}
+
+// A state of `capacity` tokens whose linear states and first `tokens` tokens of K and V hold
+// deterministic random bytes; its position is `tokens`.
+inline std::unique_ptr<worker::ModelState> RandomState(const TinyModel& m, int64_t capacity,
+                                                       int64_t tokens, uint64_t seed) {
+  auto state = NewState(m, capacity);
   uint64_t counter = seed * 0x9e3779b97f4a7c15ull;
-  ForEachStateSpan(**state, tokens, [&](const model::Span& span) {
+  ForEachStateSpan(*state, tokens, [&](const Span& span) {
     auto* p = static_cast<uint8_t*>(span.data);
     for (size_t i = 0; i < span.bytes; i += 8) {
       const uint64_t bits = kernels::SplitMix64(counter++);
       std::memcpy(p + i, &bits, std::min<size_t>(8, span.bytes - i));
     }
   });
-  (*state)->set_position(tokens);
-  return std::move(*state);
+  state->set_position(tokens);
+  return state;
 }
 
 // A copy of the first `tokens` tokens of `src` in a state of `capacity` tokens.
-inline std::unique_ptr<model::SequenceState> CopyState(const TinyModel& m,
-                                                       const model::SequenceState& src,
-                                                       int64_t capacity, int64_t tokens) {
-  auto state = m.model->NewState(capacity);
-  EXPECT_TRUE(state.ok()) << state.status();
-  std::vector<model::Span> from;
-  ForEachStateSpan(src, tokens, [&](const model::Span& span) { from.push_back(span); });
+inline std::unique_ptr<worker::ModelState> CopyState(const TinyModel& m, const StateBuffer& src,
+                                                     int64_t capacity, int64_t tokens) {
+  auto state = NewState(m, capacity);
+  std::vector<Span> from;
+  ForEachStateSpan(src, tokens, [&](const Span& span) { from.push_back(span); });
   size_t i = 0;
-  ForEachStateSpan(**state, tokens, [&](const model::Span& span) {
-    std::memcpy(span.data, from[i++].data, span.bytes);
-  });
-  (*state)->set_position(tokens);
-  return std::move(*state);
+  ForEachStateSpan(*state, tokens,
+                   [&](const Span& span) { std::memcpy(span.data, from[i++].data, span.bytes); });
+  state->set_position(tokens);
+  return state;
 }
 
 // "" when the linear states and the first `tokens` tokens of K and V of `a` and `b` are
 // bit-identical (and their positions agree); else where they first differ.
-inline std::string CompareStates(const model::SequenceState& a, const model::SequenceState& b,
-                                 int64_t tokens) {
+inline std::string CompareStates(const StateBuffer& a, const StateBuffer& b, int64_t tokens) {
   if (a.position() != b.position()) {
     return absl::StrCat("positions ", a.position(), " and ", b.position());
   }
-  std::vector<model::Span> spans_a;
-  ForEachStateSpan(a, tokens, [&](const model::Span& span) { spans_a.push_back(span); });
+  std::vector<Span> spans_a;
+  ForEachStateSpan(a, tokens, [&](const Span& span) { spans_a.push_back(span); });
   std::string diff;
   size_t i = 0;
-  ForEachStateSpan(b, tokens, [&](const model::Span& span) {
-    const model::Span& other = spans_a[i];
+  ForEachStateSpan(b, tokens, [&](const Span& span) {
+    const Span& other = spans_a[i];
     if (diff.empty() &&
         (other.bytes != span.bytes || std::memcmp(other.data, span.data, span.bytes) != 0)) {
       diff = absl::StrCat("span ", i, " of ", span.bytes, " bytes differs");
@@ -177,10 +180,12 @@ inline std::unique_ptr<ReservationTable> MakeTable(const TinyModel& m, base::Clo
                                                    ReservationLimits limits = {16, 1 << 20},
                                                    const StateMemory* memory = nullptr) {
   ReservationTable::Options options;
-  options.config = m.config();
+  options.layout = m.layout;
   options.model_fingerprint = m.fingerprint;
   options.limits = limits;
-  options.factory = [&m](int64_t capacity) { return m.model->NewState(capacity); };
+  options.factory = [&m](int64_t capacity) {
+    return worker::ModelState::Wrap(m.model->NewState(capacity));
+  };
   options.clock = clock;
   options.epoch = epoch;
   options.listener = std::move(listener);

@@ -40,7 +40,7 @@ std::string TransportName(Transport t) { return t == Transport::kInProcess ? "In
 // A prefilled state, a copy of it to send, and the logits of the next decode step taken from the
 // original (the engine without a handoff).
 struct Prefilled {
-  std::unique_ptr<model::SequenceState> copy;
+  std::unique_ptr<worker::ModelState> copy;
   int32_t first_token = 0;
   std::vector<float> next_logits;
 };
@@ -62,13 +62,13 @@ class TransportTest : public ::testing::Test {
   }
   void TearDown() override { server_.server->Shutdown(); }
 
-  const model::ModelConfig& config() const { return model_->config(); }
+  const StateLayout& layout() const { return model_->layout; }
 
   std::unique_ptr<StateSender> Sender(Transport t) {
     if (t == Transport::kInProcess) {
-      return std::make_unique<InProcessStateSender>(config(), "in-process", table_.get());
+      return std::make_unique<InProcessStateSender>(layout(), "in-process", table_.get());
     }
-    return std::make_unique<GrpcStateSender>(config(), channels_.get());
+    return std::make_unique<GrpcStateSender>(layout(), channels_.get());
   }
 
   std::string Address(Transport t) const {
@@ -76,7 +76,7 @@ class TransportTest : public ::testing::Test {
   }
 
   TransferJob Job(Transport t, const std::string& request_id, const Reservation& r,
-                  const model::SequenceState& state, uint32_t first_token = 17) {
+                  const StateBuffer& state, uint32_t first_token = 17) {
     TransferJob job;
     job.request_id = request_id;
     job.ticket = r.ticket;
@@ -106,7 +106,7 @@ class TransportTest : public ::testing::Test {
         model_->model->Prefill(prompt, state->get(), 2048, model::LogitsMode::kLast, &logits).ok());
     p.first_token =
         static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
-    p.copy = testing::CopyState(*model_, **state, tokens + 8, tokens);
+    p.copy = testing::CopyState(*model_, worker::ModelState(state->get()), tokens + 8, tokens);
     model::SequenceState* raw = state->get();
     EXPECT_TRUE(
         model_->model->DecodeStep({&raw, 1}, {&p.first_token, 1}, nullptr, nullptr, &p.next_logits)
@@ -115,22 +115,22 @@ class TransportTest : public ::testing::Test {
   }
 
   // A 128K-token state of random bytes, made once.
-  static const model::SequenceState& Big() {
+  static const StateBuffer& Big() {
     if (big_ == nullptr) big_ = RandomState(*model_, k128K, k128K, 128);
     return *big_;
   }
 
   // The messages of a valid transfer: the manifest, then pieces of at most `piece` bytes.
   std::vector<StateMessage> Messages(const std::string& request_id, const Reservation& r,
-                                     const model::SequenceState& state, size_t piece) {
+                                     const StateBuffer& state, size_t piece) {
     TransferJob job = Job(Transport::kGrpc, request_id, r, state);
-    auto manifest = BuildJobManifest(config(), job, {});
+    auto manifest = BuildJobManifest(layout(), job, {});
     EXPECT_TRUE(manifest.ok()) << manifest.status();
     std::vector<StateMessage> messages(1);
     *messages[0].mutable_manifest() = *manifest;
     for (int i = 0; i < manifest->segments_size(); ++i) {
       std::string bytes;
-      for (const model::Span& s : SegmentSpans(config(), state, manifest->segments(i))) {
+      for (const Span& s : SegmentSpans(layout(), state, manifest->segments(i))) {
         bytes.append(static_cast<const char*>(s.data), s.bytes);
       }
       for (size_t at = 0; at < bytes.size(); at += piece) {
@@ -165,7 +165,7 @@ class TransportTest : public ::testing::Test {
 
   static TinyModel* model_;
   static std::map<int64_t, Prefilled> prefilled_;
-  static std::unique_ptr<model::SequenceState> big_;
+  static std::unique_ptr<worker::ModelState> big_;
   base::FakeClock clock_;
   ListenerLog log_;
   std::unique_ptr<ReservationTable> table_;
@@ -175,7 +175,7 @@ class TransportTest : public ::testing::Test {
 };
 TinyModel* TransportTest::model_ = nullptr;
 std::map<int64_t, Prefilled> TransportTest::prefilled_;
-std::unique_ptr<model::SequenceState> TransportTest::big_;
+std::unique_ptr<worker::ModelState> TransportTest::big_;
 
 class RoundTripTest : public TransportTest,
                       public ::testing::WithParamInterface<std::tuple<Transport, int64_t>> {};
@@ -188,7 +188,7 @@ TEST_P(RoundTripTest, DecodeContinuesBitExact) {
   auto sent =
       Sender(transport)->Send(Job(transport, "req", *r, *p.copy, p.first_token), Deadline());
   ASSERT_TRUE(sent.ok()) << sent.status();
-  EXPECT_EQ(sent->bytes, ComputeStateSize(config(), tokens).total());
+  EXPECT_EQ(sent->bytes, ComputeStateSize(layout(), tokens).total());
   EXPECT_TRUE(log_.WaitFor("req")[0].ok());
   auto ready = table_->TakeReady("req", r->ticket);
   ASSERT_TRUE(ready.ok()) << ready.status();
@@ -199,7 +199,7 @@ TEST_P(RoundTripTest, DecodeContinuesBitExact) {
   EXPECT_EQ(testing::CompareStates(*p.copy, *ready->state, tokens), "");
 
   std::vector<float> logits;
-  model::SequenceState* raw = ready->state.get();
+  model::SequenceState* raw = static_cast<worker::ModelState&>(*ready->state).sequence();
   const int32_t next = static_cast<int32_t>(ready->first_token);
   ASSERT_TRUE(model_->model->DecodeStep({&raw, 1}, {&next, 1}, nullptr, nullptr, &logits).ok());
   EXPECT_EQ(logits, p.next_logits);
@@ -219,12 +219,12 @@ INSTANTIATE_TEST_SUITE_P(Transports, RoundTripTest,
 class BigStateTest : public TransportTest, public ::testing::WithParamInterface<Transport> {};
 
 TEST_P(BigStateTest, Moves128KTokensBitExact) {
-  const model::SequenceState& big = Big();
+  const StateBuffer& big = Big();
   auto r = table_->Reserve("big", k128K, 0, kLease);
   ASSERT_TRUE(r.ok()) << r.status();
   auto sent = Sender(GetParam())->Send(Job(GetParam(), "big", *r, big), Deadline());
   ASSERT_TRUE(sent.ok()) << sent.status();
-  EXPECT_EQ(sent->bytes, ComputeStateSize(config(), k128K).total());
+  EXPECT_EQ(sent->bytes, ComputeStateSize(layout(), k128K).total());
   auto ready = table_->TakeReady("big", r->ticket);
   ASSERT_TRUE(ready.ok()) << ready.status();
   EXPECT_EQ(testing::CompareStates(big, *ready->state, k128K), "");
@@ -292,7 +292,7 @@ TEST_P(FaultTest, UnknownRequestIsNotFound) {
 
 TEST_P(FaultTest, SixteenConcurrentTransfersToOneReceiver) {
   constexpr int kTransfers = 16;
-  std::vector<std::unique_ptr<model::SequenceState>> states;
+  std::vector<std::unique_ptr<worker::ModelState>> states;
   std::vector<Reservation> reservations;
   for (int i = 0; i < kTransfers; ++i) {
     const int64_t tokens = 200 + 13 * i;
@@ -335,15 +335,15 @@ class DeviceMemoryTest : public TransportTest, public ::testing::WithParamInterf
   // Reserves `id` in `table` and sends `state`, read through `sender_memory`, to it over the
   // transport under test.
   absl::Status SendTo(const StateMemory* sender_memory, ReservationTable* table,
-                      const std::string& id, const model::SequenceState& state, int32_t first_token,
+                      const std::string& id, const StateBuffer& state, int32_t first_token,
                       Reservation* reservation) {
     DecodeStateService service(table, nullptr);
     testing::TestServer server = testing::StartServer(&service);
     std::unique_ptr<StateSender> sender;
     if (GetParam() == Transport::kInProcess) {
-      sender = std::make_unique<InProcessStateSender>(config(), "in-process", table);
+      sender = std::make_unique<InProcessStateSender>(layout(), "in-process", table);
     } else {
-      sender = std::make_unique<GrpcStateSender>(config(), channels_.get());
+      sender = std::make_unique<GrpcStateSender>(layout(), channels_.get());
     }
     auto r = table->Reserve(id, state.position(), 8, kLease);
     EXPECT_TRUE(r.ok()) << r.status();
@@ -369,7 +369,7 @@ TEST_P(DeviceMemoryTest, StatesOffTheHostRoundTripThroughCopies) {
   ASSERT_TRUE(ready.ok()) << ready.status();
   EXPECT_EQ(testing::CompareStates(*p.copy, *ready->state, 64), "");
   std::vector<float> logits;
-  model::SequenceState* raw = ready->state.get();
+  model::SequenceState* raw = static_cast<worker::ModelState&>(*ready->state).sequence();
   ASSERT_TRUE(
       model_->model->DecodeStep({&raw, 1}, {&p.first_token, 1}, nullptr, nullptr, &logits).ok());
   EXPECT_EQ(logits, p.next_logits);
@@ -411,7 +411,7 @@ class StreamFaultTest : public TransportTest {
     messages_ = Messages("a", reservation_, *state_, 1000);
   }
 
-  std::unique_ptr<model::SequenceState> state_;
+  std::unique_ptr<worker::ModelState> state_;
   Reservation reservation_;
   std::vector<StateMessage> messages_;
 };
@@ -486,7 +486,7 @@ TEST_F(StreamFaultTest, LinkManifestWithoutLinksIsUnimplemented) {
 TEST_F(TransportTest, SenderVanishingMidStreamFreesTheReservation) {
   // Enough bytes that the flow-control window and socket buffers cannot hold them all: by the
   // time the writes before the cancel have returned, the receiver has begun the transfer.
-  const model::SequenceState& big = Big();
+  const StateBuffer& big = Big();
   auto r = table_->Reserve("big", k128K, 0, kLease);
   ASSERT_TRUE(r.ok());
   std::vector<StateMessage> messages = Messages("big", *r, big, 1 << 20);
