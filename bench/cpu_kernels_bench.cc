@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "common/base/bf16.h"
 #include "common/model/make_model.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/sampling.h"
@@ -44,23 +45,33 @@ void SetRates(benchmark::State& state, double flops, double bytes) {
   }
 }
 
-// y[m, n] = x[m, k] w[n, k]^T: args m, n, k (m = 1 is the decode matvec).
+// `v` rounded to bf16, as a checkpoint stores it.
+std::vector<uint16_t> ToBf16(const std::vector<float>& v) {
+  std::vector<uint16_t> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = base::FloatToBf16(v[i]);
+  return out;
+}
+
+// y[m, n] = x[m, k] w[n, k]^T: args m, n, k and the weight's dtype (0 fp32, 1 bf16 as the CPU
+// engine reads it); m = 1 is the decode matvec. bytes/s counts the weight as stored.
 void BM_Gemm(benchmark::State& state) {
   const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
+  const bool bf16 = state.range(3) != 0;
   const std::vector<float> x = Random(m * k, 1.0f, 1), w = Random(n * k, 0.02f, 2);
+  const std::vector<uint16_t> w16 = ToBf16(w);
   std::vector<float> y(m * n);
-  const kernels::Weight weight{w.data(), n, k, base::DType::kF32};
+  const kernels::Weight weight = bf16 ? kernels::Weight{w16.data(), n, k, base::DType::kBF16}
+                                      : kernels::Weight{w.data(), n, k, base::DType::kF32};
   for (auto _ : state) {
     Backend().Gemm({x.data(), m, k, &weight, y.data(), n, false});
     benchmark::DoNotOptimize(y.data());
   }
-  SetRates(state, 2.0 * m * n * k, 4.0 * n * k);
+  SetRates(state, 2.0 * m * n * k, static_cast<double>(weight.bytes()));
 }
 BENCHMARK(BM_Gemm)
-    ->Args({1, 4096, 1024})    // linear-layer q, k, v, g projection, one token
-    ->Args({1, 32768, 1024})   // lm_head, one token
-    ->Args({16, 4096, 1024})   // decode batch 16
-    ->Args({512, 4096, 1024})  // a prefill chunk
+    ->ArgsProduct({{1, 16, 512}, {4096}, {1024}, {0, 1}})  // one token, decode batch 16, a chunk
+    ->Args({1, 32768, 1024, 0})                            // lm_head, one token
+    ->Args({1, 32768, 1024, 1})
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 
@@ -161,17 +172,18 @@ void BM_MoeRoute(benchmark::State& state) {
 }
 BENCHMARK(BM_MoeRoute)->Arg(1)->Arg(2048)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
-// The routed experts (SwiGLU GEMMs) of `tokens` tokens, each routed to top-k of all experts.
+// The routed experts (SwiGLU GEMMs, bf16 weights) of `tokens` tokens, each routed to top-k of all
+// experts.
 void BM_MoeExperts(benchmark::State& state) {
   const model::ModelConfig& c = Config();
   const int64_t t = state.range(0), hd = c.hidden_size, inter = c.moe_intermediate_size;
   const int64_t e = c.num_experts, k = c.num_experts_per_tok;
-  const std::vector<float> gu = Random(e * 2 * inter * hd, 0.02f, 10);
-  const std::vector<float> dn = Random(e * hd * inter, 0.02f, 11);
+  const std::vector<uint16_t> gu = ToBf16(Random(e * 2 * inter * hd, 0.02f, 10));
+  const std::vector<uint16_t> dn = ToBf16(Random(e * hd * inter, 0.02f, 11));
   std::vector<kernels::Weight> gate_up, down;
   for (int64_t i = 0; i < e; ++i) {
-    gate_up.push_back({gu.data() + i * 2 * inter * hd, 2 * inter, hd, base::DType::kF32});
-    down.push_back({dn.data() + i * hd * inter, hd, inter, base::DType::kF32});
+    gate_up.push_back({gu.data() + i * 2 * inter * hd, 2 * inter, hd, base::DType::kBF16});
+    down.push_back({dn.data() + i * hd * inter, hd, inter, base::DType::kBF16});
   }
   const std::vector<float> x = Random(t * hd, 1.0f, 12);
   std::vector<float> y(t * hd);
@@ -188,7 +200,7 @@ void BM_MoeExperts(benchmark::State& state) {
         {x.data(), y.data(), ids.data(), weights.data(), t, hd, k, &gate_up, &down});
     benchmark::DoNotOptimize(y.data());
   }
-  SetRates(state, 2.0 * t * k * 3 * inter * hd, experts * 3 * inter * hd * 4);
+  SetRates(state, 2.0 * t * k * 3 * inter * hd, experts * 3 * inter * hd * 2);
 }
 BENCHMARK(BM_MoeExperts)->Arg(1)->Arg(16)->Arg(512)->Unit(benchmark::kMicrosecond)->UseRealTime();
 

@@ -1,7 +1,7 @@
-// ringctl bench-engine: prefill and decode speed of the engine beside limits measured in the
-// same run (memory read bandwidth, sgemm peak at the same thread count): prefill cost against
-// the FLOP count, decode step time against the byte count across context lengths, each
-// measurement repeated.
+// ringctl bench-engine: model load time, then prefill and decode speed of the engine beside
+// limits measured in the same run (memory read bandwidth, sgemm peak at the same thread count):
+// prefill cost against the FLOP count, decode step time against the bytes a step reads (weights
+// in the dtype the backend holds them) across context lengths, each measurement repeated.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -53,30 +53,30 @@ double PrefillFlops(const model::ModelConfig& c, double tokens) {
   return flops;
 }
 
-// Bytes one decode step must read at batch `batch` and context `context`: fp32 weights
-// (experts counted once per distinct expert, at most all of them), the linear states (read and
-// written), the bf16 KV cache and the lm_head.
-double DecodeBytes(const model::ModelConfig& c, int64_t batch, int64_t context) {
-  const double hd = static_cast<double>(c.hidden_size);
-  const double inner = static_cast<double>(c.num_attention_heads * c.head_dim);
-  double params = 0;
+// Bytes one decode step must read at batch `batch` and context `context`: the weights in the
+// dtype the backend holds them (bf16 as stored on the CPU; experts counted once per distinct
+// expert, at most all of them), the linear states (read and written), the bf16 KV cache and the
+// lm_head.
+double DecodeBytes(const model::ModelConfig& c, const model::ModelWeights& w, int64_t batch,
+                   int64_t context) {
   const double experts =
       std::min<double>(c.num_experts, static_cast<double>(batch * c.num_experts_per_tok));
-  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-    params += (c.IsSoftmaxLayer(i) ? c.softmax_qkv_rows() : 4 * inner) * hd + hd * inner;
-    if (c.IsMoeLayer(i)) {
-      params += c.num_experts * hd +
-                3.0 * hd * (experts * c.moe_intermediate_size + c.shared_intermediate());
+  double weights = static_cast<double>(w.lm_head.bytes());
+  for (const model::LayerWeights& l : w.layers) {
+    weights += static_cast<double>(l.in_proj.bytes() + l.dense.bytes());
+    if (l.moe) {
+      weights +=
+          static_cast<double>(l.router.bytes() + l.shared_gate_up.bytes() + l.shared_down.bytes()) +
+          experts * static_cast<double>(l.expert_gate_up[0].bytes() + l.expert_down[0].bytes());
     } else {
-      params += 3.0 * hd * c.intermediate_size;
+      weights += static_cast<double>(l.mlp_gate_up.bytes() + l.mlp_down.bytes());
     }
   }
-  params += static_cast<double>(c.vocab_size) * hd;
   const double state =
       2.0 * 4 * c.num_linear_layers() * c.num_attention_heads * c.head_dim * c.head_dim;
   const double kv = 2.0 * 2 * c.num_softmax_layers() * c.num_key_value_heads * c.head_dim *
                     static_cast<double>(context);
-  return 4.0 * params + batch * (state + kv);
+  return weights + batch * (state + kv);
 }
 
 // Fills the first `context` positions of `state` with synthetic values (the cost of a decode
@@ -142,7 +142,9 @@ absl::Status BenchEngine(const std::vector<std::string>& args) {
     return absl::InvalidArgumentError(
         absl::StrCat("--repeat ", repeat, " and --decode-steps ", steps, " must be at least 1"));
   }
+  const auto load_start = Clock::now();
   ASSIGN_OR_RETURN(Engine engine, LoadEngine(flags));
+  const double load_seconds = std::chrono::duration<double>(Clock::now() - load_start).count();
   const model::ModelConfig& c = engine.model->config();
   const int threads = threads_flag > 0 ? static_cast<int>(threads_flag)
                                        : static_cast<int>(std::thread::hardware_concurrency());
@@ -152,15 +154,17 @@ absl::Status BenchEngine(const std::vector<std::string>& args) {
   out["repeat"] = repeat;
   out["read_bandwidth_gbs"] = limits.read_bandwidth_gbs;
   out["sgemm_gflops"] = limits.sgemm_gflops;
+  out["load_seconds"] = load_seconds;
+  out["checkpoint_bytes"] = engine.model->weights().checkpoint_bytes;
   out["active_gemm_params"] = ActiveGemmParams(c);
   out["softmax_layers"] = c.num_softmax_layers();
   out["linear_layers"] = c.num_linear_layers();
   out["synthetic_context"] = synthetic;
   std::fprintf(progress,
-               "limits (%d threads): read bandwidth %.1f GB/s, sgemm %.1f GFLOP/s; %lld runs each"
-               " (min/median/max)\n",
-               threads, limits.read_bandwidth_gbs, limits.sgemm_gflops,
-               static_cast<long long>(repeat));
+               "load %.3f s (%.1f MB of weights); limits (%d threads): read bandwidth %.1f GB/s,"
+               " sgemm %.1f GFLOP/s; %lld runs each (min/median/max)\n",
+               load_seconds, engine.model->weights().checkpoint_bytes / 1e6, threads,
+               limits.read_bandwidth_gbs, limits.sgemm_gflops, static_cast<long long>(repeat));
 
   auto tokens_of = [&](int64_t n) {
     std::vector<int32_t> t(n);
@@ -275,7 +279,7 @@ absl::Status BenchEngine(const std::vector<std::string>& args) {
         }
         runs.push_back(SpreadOf(times).median);
       }
-      const double bytes = DecodeBytes(c, batch, context);
+      const double bytes = DecodeBytes(c, engine.model->weights(), batch, context);
       auto base = base_of_batch.find(batch);
       if (base == base_of_batch.end())
         base = base_of_batch.emplace(batch, std::pair(runs, bytes)).first;

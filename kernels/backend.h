@@ -12,14 +12,26 @@
 namespace ringserve::kernels {
 
 // A weight matrix prepared by a backend for its GEMMs, torch Linear layout [rows=out, cols=in].
-// `data` is backend memory (host for CPU, device for CUDA) in the backend's weight dtype.
+// `data` is backend memory (host for CPU, device for CUDA) in the backend's weight dtype; the CPU
+// backend points into the mapped checkpoint. A weight stacked from two stored matrices that do
+// not lie back to back keeps rows [split_row, rows) at `tail` (CPU only; null when contiguous).
 struct Weight {
   const void* data = nullptr;
   int64_t rows = 0;
   int64_t cols = 0;
   base::DType dtype = base::DType::kF32;
+  const void* tail = nullptr;
+  int64_t split_row = 0;
 
   size_t bytes() const { return static_cast<size_t>(rows * cols) * base::DTypeSize(dtype); }
+  // Row r's first element.
+  const void* Row(int64_t r) const {
+    const size_t row_bytes = static_cast<size_t>(cols) * base::DTypeSize(dtype);
+    if (tail != nullptr && r >= split_row) {
+      return static_cast<const uint8_t*>(tail) + static_cast<size_t>(r - split_row) * row_bytes;
+    }
+    return static_cast<const uint8_t*>(data) + static_cast<size_t>(r) * row_bytes;
+  }
 };
 
 // Owned backend memory. Freed by its backend's deleter.
@@ -208,8 +220,14 @@ class Backend {
   virtual void Fill(float* x, float value, int64_t n) = 0;
   virtual absl::Status Synchronize() = 0;
 
-  // Converts a checkpoint tensor (2-D, BF16/F16/F32) into the backend's weight format.
+  // Converts a checkpoint tensor (2-D, BF16/F16/F32) into the backend's weight format. The
+  // weight may point into the tensor's data (the CPU backend does), which must then outlive it.
   virtual absl::StatusOr<Weight> UploadWeight(const base::TensorView& tensor) = 0;
+  // One weight of `top`'s rows then `bottom`'s (fused projections); both have the same columns
+  // and dtype. By default a stacked copy goes through UploadWeight.
+  virtual absl::StatusOr<Weight> UploadStackedWeight(const std::string& name,
+                                                     const base::TensorView& top,
+                                                     const base::TensorView& bottom);
   // Uploads a 1-D checkpoint tensor as fp32 (norm weights, biases).
   virtual absl::StatusOr<const float*> UploadVector(const base::TensorView& tensor) = 0;
 
@@ -244,6 +262,10 @@ class Backend {
   virtual void Sample(const float* logits, int64_t rows, int64_t vocab,
                       const SamplingParams* params, int32_t* ids) = 0;
 };
+
+// OK when `top` and `bottom` can be stacked into the weight `name` (UploadStackedWeight).
+absl::Status CheckStackable(const std::string& name, const base::TensorView& top,
+                            const base::TensorView& bottom);
 
 // Creates the backend named "cpu" or "cuda" with `threads` CPU threads (0 = all cores).
 absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const std::string& device, int threads);

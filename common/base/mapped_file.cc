@@ -14,6 +14,26 @@
 
 namespace ringserve::base {
 
+void AdviseMapped(const void* data, size_t bytes, Access access) {
+  if (data == nullptr || bytes == 0) return;
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(data) / page * page;
+  const uintptr_t end = reinterpret_cast<uintptr_t>(data) + bytes;
+  int advice = MADV_NORMAL;
+  switch (access) {
+    case Access::kNormal:
+      advice = MADV_NORMAL;
+      break;
+    case Access::kSequential:
+      advice = MADV_SEQUENTIAL;
+      break;
+    case Access::kWillNeed:
+      advice = MADV_WILLNEED;
+      break;
+  }
+  ::madvise(reinterpret_cast<void*>(begin), end - begin, advice);
+}
+
 absl::StatusOr<std::unique_ptr<MappedFile>> MappedFile::Open(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {

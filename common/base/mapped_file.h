@@ -9,7 +9,19 @@
 
 namespace ringserve::base {
 
-// A read-only memory map of a whole file. Owns the mapping; immutable and thread-safe.
+// How mapped memory will be read (a hint to the kernel, madvise).
+enum class Access {
+  kNormal,
+  kSequential,  // read once, front to back: aggressive read-ahead
+  kWillNeed,    // read soon and often: read it into the page cache now
+};
+
+// Advises the kernel that [data, data + bytes), inside a file mapping, will be read as `access`
+// says; widened to whole pages. A hint: failures are ignored.
+void AdviseMapped(const void* data, size_t bytes, Access access);
+
+// A read-only memory map of a whole file. Its pages are the page cache's: every process that
+// maps the file shares them. Owns the mapping; immutable and thread-safe.
 class MappedFile {
  public:
   static absl::StatusOr<std::unique_ptr<MappedFile>> Open(const std::string& path);

@@ -147,8 +147,8 @@ absl::StatusOr<SafetensorsIndex> ParseSafetensorsIndex(std::string_view text,
   std::set<std::string> unique;
   for (auto it = json["weight_map"].begin(); it != json["weight_map"].end(); ++it) {
     if (!it.value().is_string()) {
-      return absl::DataLossError(absl::StrCat(std::string(origin), ": weight_map entry '",
-                                              it.key(), "' is not a file name"));
+      return absl::DataLossError(absl::StrCat(std::string(origin), ": weight_map entry '", it.key(),
+                                              "' is not a file name"));
     }
     const std::string shard = it.value().get<std::string>();
     if (shard.empty() || shard == "." || shard.find('/') != std::string::npos ||
@@ -207,9 +207,18 @@ absl::StatusOr<std::unique_ptr<TensorStore>> TensorStore::Open(const std::string
   return store;
 }
 
+void TensorStore::Advise(Access access) const {
+  for (const auto& file : files_) file->Advise(access);
+}
+
 const TensorView* TensorStore::Find(const std::string& name) const {
   auto it = index_.find(name);
   return it == index_.end() ? nullptr : it->second;
+}
+
+TensorView ViewOf(const TensorData& data) {
+  return {data.name, data.dtype, data.shape, reinterpret_cast<const uint8_t*>(data.bytes.data()),
+          data.bytes.size()};
 }
 
 absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorData>& tensors) {

@@ -39,6 +39,8 @@ class SafetensorsFile {
 
   const std::map<std::string, TensorView>& tensors() const { return tensors_; }
   const std::string& path() const { return file_->path(); }
+  // Hints how the whole file will be read.
+  void Advise(Access access) const { AdviseMapped(file_->data(), file_->size(), access); }
 
  private:
   explicit SafetensorsFile(std::unique_ptr<MappedFile> file) : file_(std::move(file)) {}
@@ -71,6 +73,8 @@ class TensorStore {
   // nullptr when absent.
   const TensorView* Find(const std::string& name) const;
   const std::map<std::string, const TensorView*>& all() const { return index_; }
+  // Hints how every file will be read.
+  void Advise(Access access) const;
 
  private:
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
@@ -84,6 +88,9 @@ struct TensorData {
   std::vector<int64_t> shape;
   std::string bytes;
 };
+
+// A view of `data`'s bytes, valid while `data` lives.
+TensorView ViewOf(const TensorData& data);
 
 // Writes tensors as one safetensors file (header padded to 8 bytes, tensors in the given order).
 absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorData>& tensors);

@@ -68,22 +68,6 @@ absl::StatusOr<const base::TensorView*> Check(const base::TensorStore& store,
   return t;
 }
 
-// Concatenates matrices with equal column counts along rows, in their stored dtype.
-base::TensorData Concat(const std::string& name,
-                        const std::vector<const base::TensorView*>& parts) {
-  base::TensorData out{name, parts[0]->dtype, {0, parts[0]->shape[1]}, {}};
-  for (const auto* p : parts) {
-    out.shape[0] += p->shape[0];
-    out.bytes.append(reinterpret_cast<const char*>(p->data), p->bytes);
-  }
-  return out;
-}
-
-base::TensorView View(const base::TensorData& d) {
-  return {d.name, d.dtype, d.shape, reinterpret_cast<const uint8_t*>(d.bytes.data()),
-          d.bytes.size()};
-}
-
 }  // namespace
 
 std::vector<ExpectedTensor> ExpectedTensors(const ModelConfig& c) {
@@ -120,31 +104,29 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::Load(const ModelConf
                                                                  DecayVariant variant) {
   std::map<std::string, const base::TensorView*> found;
   auto w = std::make_unique<ModelWeights>();
+  // Loading reads the files front to back; afterwards the backend advises what it keeps using.
+  store.Advise(base::Access::kSequential);
   for (const ExpectedTensor& e : ExpectedTensors(c)) {
     ASSIGN_OR_RETURN(found[e.name], Check(store, e));
     w->checkpoint_bytes += found[e.name]->bytes;
   }
   auto matrix = [&](const std::string& name) { return backend->UploadWeight(*found.at(name)); };
   auto vec = [&](const std::string& name) { return backend->UploadVector(*found.at(name)); };
-  auto fused = [&](const std::string& name,
-                   const std::vector<std::string>& parts) -> absl::StatusOr<kernels::Weight> {
-    std::vector<const base::TensorView*> views;
-    for (const auto& p : parts) views.push_back(found.at(p));
-    const base::TensorData data = Concat(name, views);
-    return backend->UploadWeight(View(data));
+  auto fused = [&](const std::string& name, const std::string& top, const std::string& bottom) {
+    return backend->UploadStackedWeight(name, *found.at(top), *found.at(bottom));
   };
   auto tiled = [&](const std::string& name, int64_t times) -> absl::StatusOr<const float*> {
     const base::TensorView* t = found.at(name);
-    std::vector<const base::TensorView*> copies(times, t);
     base::TensorData data{name, t->dtype, {times * t->shape[0]}, {}};
-    for (const auto* p : copies)
-      data.bytes.append(reinterpret_cast<const char*>(p->data), p->bytes);
-    return backend->UploadVector(View(data));
+    for (int64_t i = 0; i < times; ++i) {
+      data.bytes.append(reinterpret_cast<const char*>(t->data), t->bytes);
+    }
+    return backend->UploadVector(base::ViewOf(data));
   };
   auto swiglu = [&](const std::string& prefix, kernels::Weight* gate_up,
                     kernels::Weight* down) -> absl::Status {
-    ASSIGN_OR_RETURN(*gate_up, fused(prefix + "gate_up",
-                                     {prefix + "gate_proj.weight", prefix + "up_proj.weight"}));
+    ASSIGN_OR_RETURN(*gate_up, fused(prefix + "gate_up", prefix + "gate_proj.weight",
+                                     prefix + "up_proj.weight"));
     ASSIGN_OR_RETURN(*down, matrix(prefix + "down_proj.weight"));
     return absl::OkStatus();
   };
@@ -161,8 +143,8 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::Load(const ModelConf
     if (l.softmax) {
       ASSIGN_OR_RETURN(l.in_proj, matrix(qkv));
     } else {
-      ASSIGN_OR_RETURN(l.in_proj, fused(Layer(i, "attention.in_proj"),
-                                        {qkv, Layer(i, "attention.g_proj.weight")}));
+      ASSIGN_OR_RETURN(l.in_proj, fused(Layer(i, "attention.in_proj"), qkv,
+                                        Layer(i, "attention.g_proj.weight")));
       ASSIGN_OR_RETURN(l.g_norm, vec(Layer(i, "attention.g_norm.weight")));
       const std::vector<float> decay = c.LogDecay(i, variant);
       ASSIGN_OR_RETURN(kernels::Buffer buffer, backend->Allocate(decay.size() * sizeof(float)));
@@ -193,6 +175,7 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::Load(const ModelConf
   ASSIGN_OR_RETURN(w->final_norm, vec("model.norm.weight"));
   ASSIGN_OR_RETURN(w->lm_head, matrix(c.tie_word_embeddings ? "model.word_embeddings.weight"
                                                             : "lm_head.weight"));
+  store.Advise(base::Access::kNormal);
   return w;
 }
 

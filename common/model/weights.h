@@ -35,8 +35,9 @@ struct LayerWeights {
   kernels::Weight shared_down;
 };
 
-// All weights of the model, uploaded to a backend (which owns the memory). Immutable after
-// Load; thread-safe to read.
+// All weights of the model, uploaded to a backend (which owns the memory, or, on the CPU, points
+// into the store's mapped files: the store must outlive the weights). Immutable after Load;
+// thread-safe to read.
 struct ModelWeights {
   kernels::Weight embedding;  // [V, Hd]
   std::vector<LayerWeights> layers;

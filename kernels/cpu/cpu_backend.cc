@@ -11,8 +11,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/base/bf16.h"
+#include "common/base/mapped_file.h"
 #include "common/base/status_macros.h"
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/weight_gemm.h"
 
 namespace ringserve::kernels {
 namespace {
@@ -35,6 +37,13 @@ class CpuGraph : public Graph {
 // Splits rows so each block carries at least ~32K elements of work.
 int64_t Grain(int64_t per_row) {
   return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, per_row));
+}
+
+// bf16 matrices, and fp32 ones aligned for float reads, are used where they are stored.
+bool UsableInPlace(const base::TensorView& tensor) {
+  return tensor.dtype == base::DType::kBF16 ||
+         (tensor.dtype == base::DType::kF32 &&
+          reinterpret_cast<uintptr_t>(tensor.data) % alignof(float) == 0);
 }
 
 }  // namespace
@@ -135,8 +144,29 @@ absl::StatusOr<Weight> CpuBackend::UploadWeight(const base::TensorView& tensor) 
   if (tensor.shape.size() != 2) {
     return absl::InvalidArgumentError(absl::StrCat("tensor '", tensor.name, "' is not a matrix"));
   }
+  if (UsableInPlace(tensor)) {
+    base::AdviseMapped(tensor.data, tensor.bytes, base::Access::kWillNeed);
+    return Weight{tensor.data, tensor.shape[0], tensor.shape[1], tensor.dtype};
+  }
   ASSIGN_OR_RETURN(float* data, Widen(tensor));
   return Weight{data, tensor.shape[0], tensor.shape[1], base::DType::kF32};
+}
+
+absl::StatusOr<Weight> CpuBackend::UploadStackedWeight(const std::string& name,
+                                                       const base::TensorView& top,
+                                                       const base::TensorView& bottom) {
+  RETURN_IF_ERROR(CheckStackable(name, top, bottom));
+  if (!UsableInPlace(top) || !UsableInPlace(bottom)) {
+    return Backend::UploadStackedWeight(name, top, bottom);
+  }
+  ASSIGN_OR_RETURN(Weight w, UploadWeight(top));
+  base::AdviseMapped(bottom.data, bottom.bytes, base::Access::kWillNeed);
+  w.rows += bottom.shape[0];
+  if (top.data + top.bytes != bottom.data) {
+    w.tail = bottom.data;
+    w.split_row = top.shape[0];
+  }
+  return w;
 }
 
 absl::StatusOr<const float*> CpuBackend::UploadVector(const base::TensorView& tensor) {
@@ -145,10 +175,15 @@ absl::StatusOr<const float*> CpuBackend::UploadVector(const base::TensorView& te
 
 void CpuBackend::Embed(const Weight& table, const int32_t* ids, int64_t n, float* out) {
   if (Recorded([=, this, &table] { Embed(table, ids, n, out); })) return;
-  const float* data = static_cast<const float*>(table.data);
   for (int64_t i = 0; i < n; ++i) {
-    std::memcpy(out + i * table.cols, data + static_cast<int64_t>(ids[i]) * table.cols,
-                table.cols * sizeof(float));
+    const void* row = table.Row(ids[i]);
+    float* dst = out + i * table.cols;
+    if (table.dtype == base::DType::kF32) {
+      std::memcpy(dst, row, table.cols * sizeof(float));
+    } else {
+      const uint16_t* src = static_cast<const uint16_t*>(row);
+      for (int64_t j = 0; j < table.cols; ++j) dst[j] = base::Bf16ToFloat(src[j]);
+    }
   }
 }
 

@@ -10,11 +10,12 @@
 
 namespace ringserve::kernels {
 
-// The reference backend: host memory, fp32 weights (widened from the checkpoint), OpenBLAS
-// sgemm on single-threaded calls split over our own thread pool, and the kernels of cpu_ops.h.
+// The reference backend: host memory; weights used as stored (bf16, or fp32, read in place from
+// the mapped checkpoint, which must outlive them; F16 ones widened to owned fp32 copies) by the
+// GEMMs of weight_gemm.h, split over our own thread pool; the kernels of cpu_ops.h.
 // A Graph is the list of recorded calls, each holding its arguments by value, run in order by
 // Replay; it has the CUDA graph's semantics (pointers are dereferenced when the calls run), so
-// the model's graph path runs and is tested here. Owns the weights it uploads. Not
+// the model's graph path runs and is tested here. Owns the vectors and copies it uploads. Not
 // thread-safe: one thread drives it at a time.
 class CpuBackend : public Backend {
  public:
@@ -35,6 +36,8 @@ class CpuBackend : public Backend {
   int64_t max_capture_rows() const override { return INT64_MAX; }
 
   absl::StatusOr<Weight> UploadWeight(const base::TensorView& tensor) override;
+  absl::StatusOr<Weight> UploadStackedWeight(const std::string& name, const base::TensorView& top,
+                                             const base::TensorView& bottom) override;
   absl::StatusOr<const float*> UploadVector(const base::TensorView& tensor) override;
 
   void Embed(const Weight& table, const int32_t* ids, int64_t n, float* out) override;
@@ -67,7 +70,7 @@ class CpuBackend : public Backend {
   bool RefusedInCapture(const char* what);
 
   base::ThreadPool pool_;
-  std::vector<Buffer> owned_;  // uploaded weights
+  std::vector<Buffer> owned_;  // uploaded vectors and widened copies
   bool capturing_ = false;
   std::vector<std::function<void()>> recording_;
   absl::Status capture_status_;

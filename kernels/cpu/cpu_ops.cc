@@ -19,20 +19,6 @@ namespace ringserve::kernels::cpu {
 using base::Bf16ToFloat;
 using base::FloatToBf16;
 
-void GemmColumns(const GemmParams& p, int64_t n_begin, int64_t n_end) {
-  const int64_t k = p.w->cols;
-  const int64_t nb = n_end - n_begin;
-  if (nb <= 0 || p.m <= 0) return;
-  const float* w = static_cast<const float*>(p.w->data) + n_begin * k;
-  const float beta = p.accumulate ? 1.0f : 0.0f;
-  if (p.m == 1) {
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, nb, k, 1.0f, w, k, p.x, 1, beta, p.y + n_begin, 1);
-    return;
-  }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, p.m, nb, k, 1.0f, p.x, p.ldx, w, k, beta,
-              p.y + n_begin, p.ldy);
-}
-
 void LinearAttentionHead(const LinearAttentionParams& p, int64_t h) {
   const int64_t d = p.head_dim;
   const int64_t c = p.block;

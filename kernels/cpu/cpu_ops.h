@@ -35,7 +35,4 @@ void MoeRouteRows(const MoeRouteParams& p, int64_t begin, int64_t end);
 // Samples one row.
 int32_t SampleRow(const float* logits, int64_t vocab, const SamplingParams& params);
 
-// y[m, n] = x[m, k] * w[n, k]^T for the columns [n_begin, n_end) of an fp32 weight.
-void GemmColumns(const GemmParams& p, int64_t n_begin, int64_t n_end);
-
 }  // namespace ringserve::kernels::cpu

@@ -1,11 +1,15 @@
 #include "common/model/model.h"
 
 #include <cmath>
+#include <filesystem>
 #include <vector>
 
+#include "common/base/bf16.h"
+#include "common/base/safetensors.h"
 #include "common/model/generate.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/weight_gemm.h"
 #include "tests/common/model/reference_model.h"
 #include "tests/common/model/test_model_dir.h"
 
@@ -177,6 +181,81 @@ TEST_F(ModelTest, DecodeGraphsMatchEagerStepsAsTheBatchChanges) {
   EXPECT_EQ((*graphed)->graphs_captured(), 3);  // sizes 1, 2 and 3
   EXPECT_EQ((*eager)->graphs_captured(), 0);
   for (int i = 0; i < 4; ++i) EXPECT_EQ(g_states[i]->position(), e_states[i]->position());
+}
+
+// Writes the checkpoint in `from` to `to` with every bf16 tensor widened to fp32.
+void WriteFp32Copy(const std::string& from, const std::string& to) {
+  auto store = base::TensorStore::Open(from);
+  ASSERT_TRUE(store.ok()) << store.status();
+  std::vector<base::TensorData> tensors;
+  for (const auto& [name, t] : (*store)->all()) {
+    base::TensorData d{name, t->dtype, t->shape, {}};
+    if (t->dtype == base::DType::kBF16) {
+      d.dtype = base::DType::kF32;
+      const uint16_t* in = reinterpret_cast<const uint16_t*>(t->data);
+      for (int64_t i = 0; i < t->NumElements(); ++i) {
+        const float f = base::Bf16ToFloat(in[i]);
+        d.bytes.append(reinterpret_cast<const char*>(&f), sizeof(f));
+      }
+    } else {
+      d.bytes.assign(reinterpret_cast<const char*>(t->data), t->bytes);
+    }
+    tensors.push_back(std::move(d));
+  }
+  ASSERT_TRUE(base::WriteSafetensors(to + "/model.safetensors", tensors).ok());
+  std::filesystem::copy_file(from + "/config.json", to + "/config.json");
+}
+
+// Prefill (a few rows and many) and batched decode logits of `model`.
+std::vector<float> PrefillAndDecodeLogits(HybridModel* model) {
+  std::vector<float> out;
+  std::vector<std::unique_ptr<SequenceState>> states;
+  std::vector<SequenceState*> ptrs;
+  for (int i = 0; i < 2; ++i) {
+    auto s = model->NewState(200);
+    EXPECT_TRUE(s.ok());
+    std::vector<float> logits;
+    EXPECT_TRUE(
+        model->Prefill(Prompt(5 + 150 * i, i), s->get(), 8 + 92 * i, LogitsMode::kAll, &logits)
+            .ok());
+    out.insert(out.end(), logits.begin(), logits.end());
+    ptrs.push_back(s->get());
+    states.push_back(std::move(*s));
+  }
+  for (int32_t step = 0; step < 3; ++step) {
+    const std::vector<int32_t> next = {step, 500 + step};
+    std::vector<float> logits;
+    EXPECT_TRUE(model->DecodeStep(ptrs, next, nullptr, nullptr, &logits).ok());
+    out.insert(out.end(), logits.begin(), logits.end());
+  }
+  return out;
+}
+
+// bf16 weights are read as stored and widened exactly, so the logits equal those of the same
+// weights stored as fp32 (the sgemm path) up to summation order, on every instruction set. The
+// bound is a few times the fp32 engine's own reordering noise: prefilling these prompts in
+// chunks of 1 instead of 100 moves its logits by 7e-7 (sglang and hf decay alike); the streamed
+// kernels move them by up to 2.5e-6 (hf decay).
+TEST_F(ModelTest, Bf16WeightsGiveTheLogitsOfTheirFp32Widening) {
+  TempDir fp32;
+  WriteFp32Copy(dir_->path(), fp32.path());
+  for (DecayVariant variant : {DecayVariant::kSglang, DecayVariant::kHf}) {
+    kernels::CpuBackend backend(2);
+    auto wide = HybridModel::Load(fp32.path(), &backend, {variant});
+    ASSERT_TRUE(wide.ok()) << wide.status();
+    EXPECT_EQ((*wide)->weights().lm_head.dtype, base::DType::kF32);
+    const std::vector<float> want = PrefillAndDecodeLogits(wide->get());
+    for (kernels::cpu::Isa isa :
+         {kernels::cpu::Isa::kPortable, kernels::cpu::Isa::kAvx2, kernels::cpu::Isa::kAvx512}) {
+      if (!kernels::cpu::SetIsa(isa).ok()) continue;
+      auto narrow = HybridModel::Load(dir_->path(), &backend, {variant});
+      ASSERT_TRUE(narrow.ok()) << narrow.status();
+      EXPECT_EQ((*narrow)->weights().lm_head.dtype, base::DType::kBF16);
+      EXPECT_LT(RelDiff(PrefillAndDecodeLogits(narrow->get()), want), 4e-6)
+          << kernels::cpu::IsaName(isa) << (variant == DecayVariant::kHf ? " hf" : " sglang");
+    }
+    ASSERT_TRUE(kernels::cpu::SetIsa(kernels::cpu::BestIsa()).ok());
+  }
 }
 
 TEST_F(ModelTest, ShardedCheckpointLoadsTheSameModel) {

@@ -1,5 +1,13 @@
 #include "common/model/weights.h"
 
+#include <poll.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
 #include "common/base/mapped_file.h"
 #include "common/model/model.h"
 #include "gtest/gtest.h"
@@ -43,6 +51,109 @@ TEST(WeightsTest, ReportsAMissingTensorByName) {
   const absl::Status s = LoadStatus(dir.path());
   EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(s.message(), "missing tensor 'model.layers.8.input_layernorm.weight'");
+}
+
+// Resident and proportional set sizes (kB) of process `pid`'s mappings of `path`.
+struct Residency {
+  int64_t rss_kb = 0;
+  int64_t pss_kb = 0;
+};
+Residency MappingResidency(pid_t pid, const std::string& path) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/smaps");
+  Residency out;
+  bool inside = false;
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string first, value;
+    fields >> first >> value;
+    if (first.back() != ':') {  // a mapping's header: address range, ..., path
+      inside = line.size() >= path.size() &&
+               line.compare(line.size() - path.size(), path.size(), path) == 0;
+    } else if (inside && first == "Rss:") {
+      out.rss_kb += std::stoll(value);
+    } else if (inside && first == "Pss:") {
+      out.pss_kb += std::stoll(value);
+    }
+  }
+  return out;
+}
+
+// Anonymous memory (kB) of this process, from /proc/self/smaps_rollup.
+int64_t AnonymousKb() {
+  std::ifstream in("/proc/self/smaps_rollup");
+  std::string key;
+  int64_t kb = 0;
+  while (in >> key) {
+    if (key == "Anonymous:" && in >> kb) return kb;
+  }
+  return -1;
+}
+
+// Reads one byte of every row of every matrix the forward pass uses; returns their sum.
+int TouchWeights(const ModelWeights& w) {
+  int sum = 0;
+  auto touch = [&](const kernels::Weight& m) {
+    for (int64_t r = 0; r < m.rows; ++r) sum += *static_cast<const volatile uint8_t*>(m.Row(r));
+  };
+  touch(w.embedding);
+  touch(w.lm_head);
+  for (const LayerWeights& l : w.layers) {
+    for (const kernels::Weight* m : {&l.in_proj, &l.dense, &l.mlp_gate_up, &l.mlp_down, &l.router,
+                                     &l.shared_gate_up, &l.shared_down}) {
+      touch(*m);
+    }
+    for (const auto& e : l.expert_gate_up) touch(e);
+    for (const auto& e : l.expert_down) touch(e);
+  }
+  return sum;
+}
+
+// Two processes serving one checkpoint on the CPU hold one copy of its weights: the page
+// cache's, mapped by both (each process's proportional share is half), and no private copy.
+TEST(WeightsTest, TwoProcessesShareTheCheckpointPages) {
+  TempDir dir;
+  ringserve::testing::WriteTinyModel(dir.path());
+  const std::string file = std::filesystem::canonical(dir.path() + "/model.safetensors").string();
+  int ready[2], done[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  ASSERT_EQ(::pipe(done), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    kernels::CpuBackend backend(1);
+    auto model = HybridModel::Load(dir.path(), &backend, {});
+    const char byte = model.ok() ? static_cast<char>(TouchWeights((*model)->weights()) | 1) : 0;
+    (void)!::write(ready[1], &byte, 1);
+    pollfd wait{done[0], POLLIN, 0};
+    ::poll(&wait, 1, 60000);
+    ::_exit(model.ok() ? 0 : 1);
+  }
+  const int64_t anon_before = AnonymousKb();
+  kernels::CpuBackend backend(1);
+  auto model = HybridModel::Load(dir.path(), &backend, {});
+  ASSERT_TRUE(model.ok()) << model.status();
+  TouchWeights((*model)->weights());
+  const int64_t anon_growth = AnonymousKb() - anon_before;
+  pollfd wait{ready[0], POLLIN, 0};
+  ASSERT_EQ(::poll(&wait, 1, 60000), 1) << "the child did not load the model in time";
+  char byte = 0;
+  ASSERT_EQ(::read(ready[0], &byte, 1), 1);
+  const Residency mine = MappingResidency(::getpid(), file);
+  const Residency theirs = MappingResidency(child, file);
+  ASSERT_EQ(::write(done[1], &byte, 1), 1);
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  for (int fd : {ready[0], ready[1], done[0], done[1]}) ::close(fd);
+
+  const int64_t weights_kb = static_cast<int64_t>((*model)->weights().checkpoint_bytes / 1024);
+  EXPECT_NE(byte, 0) << "the child could not load the model";
+  for (const Residency& r : {mine, theirs}) {
+    EXPECT_GE(r.rss_kb, weights_kb * 9 / 10) << "the weights are not read from the mapping";
+    EXPECT_LE(r.pss_kb, r.rss_kb * 6 / 10) << "the processes do not share the mapped pages";
+  }
+  EXPECT_LT(anon_growth, weights_kb / 4) << "loading made private copies of the weights";
 }
 
 TEST(WeightsTest, ExpectedTensorsMatchThePublishedRingMiniInventory) {
