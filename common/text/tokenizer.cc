@@ -502,6 +502,9 @@ absl::Status Tokenizer::Finish() {
     id_bytes_[id] = bytes.has_value() ? std::move(*bytes) : id_to_token_[id];
   }
 
+  for (const PreTokenizerStep& step : pre_tokenizer_) {
+    drops_pieces_ = drops_pieces_ || step.behavior == SplitBehavior::kRemoved;
+  }
   for (const auto& [bytes, id] : bpe_bytes_to_id_) {
     max_bpe_token_bytes_ = std::max(max_bpe_token_bytes_, bytes.size());
   }
@@ -743,6 +746,14 @@ void Tokenizer::ApplyTemplate(std::vector<uint32_t>* ids) const {
 
 absl::Status Tokenizer::EncodeText(std::string_view text, size_t max_tokens, EncodeState* state,
                                    std::vector<uint32_t>* ids) const {
+  // Unless a step drops what it matches, the pieces cover the text, and a piece of n bytes
+  // becomes at least ceil(n / max_bpe_token_bytes_) ids.
+  auto at_least = [this](size_t bytes) {
+    return (bytes + max_bpe_token_bytes_ - 1) / max_bpe_token_bytes_;
+  };
+  if (!drops_pieces_ && at_least(text.size()) > max_tokens - ids->size()) {
+    return TooManyTokens(max_tokens);
+  }
   std::vector<std::string_view> pieces = {text};
   std::vector<std::string_view> next;
   // Marks of one piece: [begin, end) ranges and whether each matched the pattern.
@@ -777,8 +788,18 @@ absl::Status Tokenizer::EncodeText(std::string_view text, size_t max_tokens, Enc
         prev = end;
       };
       if (step.regex != nullptr) {
-        ASSIGN_OR_RETURN(auto matches, step.regex->FindAll(piece));
-        for (const auto& [begin, end] : matches) add_match(begin, end);
+        // Isolated non-empty matches are pieces of their own, and no step drops a piece: the
+        // search may stop once they alone pass what is left of the budget.
+        const bool bounds = behavior == SplitBehavior::kIsolated && !drops_pieces_;
+        const size_t room = max_tokens - ids->size();
+        const size_t cap = !bounds ? SIZE_MAX : room > next.size() ? room - next.size() : 0;
+        ASSIGN_OR_RETURN(auto matches, step.regex->FindAll(piece, cap));
+        size_t nonempty = 0;
+        for (const auto& [begin, end] : matches) {
+          nonempty += end > begin ? 1 : 0;
+          add_match(begin, end);
+        }
+        if (nonempty > cap) return TooManyTokens(max_tokens);
       } else {
         for (size_t at = piece.find(step.literal); at != std::string_view::npos;
              at = piece.find(step.literal, at + step.literal.size())) {
@@ -842,12 +863,9 @@ absl::Status Tokenizer::EncodeText(std::string_view text, size_t max_tokens, Enc
     }
     pieces.swap(next);
   }
-  // A piece of n bytes becomes at least ceil(n / max_bpe_token_bytes_) ids.
-  size_t at_least = 0;
-  for (std::string_view piece : pieces) {
-    at_least += (piece.size() + max_bpe_token_bytes_ - 1) / max_bpe_token_bytes_;
-  }
-  if (at_least > max_tokens - ids->size()) return TooManyTokens(max_tokens);
+  size_t fewest = 0;
+  for (std::string_view piece : pieces) fewest += at_least(piece.size());
+  if (fewest > max_tokens - ids->size()) return TooManyTokens(max_tokens);
   for (std::string_view piece : pieces) {
     EncodeWord(piece, state, ids);
     if (ids->size() > max_tokens) return TooManyTokens(max_tokens);

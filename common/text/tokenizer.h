@@ -67,8 +67,10 @@ class Tokenizer {
   // With `add_special_tokens`, bos/eos are added as the config (or tokenizer.json's
   // post-processor) asks. Fails with InvalidArgument, naming the byte offset, when `text` is not
   // well-formed UTF-8. Fails with ResourceExhausted, naming the limit, as soon as the ids are
-  // known to pass `max_tokens`: the rest of the text is not encoded (byte-pair merging does not
-  // start when the pre-tokenized pieces, at the longest token's bytes each, pass the limit).
+  // known to pass `max_tokens`: the rest of the text is not encoded (nothing starts when the
+  // bytes at the longest token's bytes per id pass the limit, pre-tokenizing stops once its
+  // pieces pass it, and byte-pair merging does not start when the pieces, at the longest
+  // token's bytes each, pass it).
   absl::StatusOr<std::vector<uint32_t>> Encode(std::string_view text,
                                                bool add_special_tokens = false,
                                                size_t max_tokens = SIZE_MAX) const;
@@ -170,6 +172,7 @@ class Tokenizer {
   AddedTokenMatcher normalized_matcher_;
   std::vector<NormalForm> normalizers_;
   std::vector<PreTokenizerStep> pre_tokenizer_;
+  bool drops_pieces_ = false;  // a step removes what it matches (SplitBehavior::kRemoved)
   // The post-processor's single-sequence template: ids to add, and where the text goes.
   std::vector<uint32_t> template_prefix_;
   std::vector<uint32_t> template_suffix_;

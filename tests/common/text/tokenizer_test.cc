@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/base/mapped_file.h"
 #include "common/text/bpe_trainer.h"
+#include "common/text/regex.h"
 #include "common/text/training_corpus.h"
 #include "common/text/utf8.h"
 #include "gmock/gmock.h"
@@ -156,7 +157,12 @@ TEST(TokenizerTest, EncodeStopsAtMaxTokens) {
     EXPECT_THAT(capped.status().message(),
                 HasSubstr(absl::StrCat("more than the limit of ", limit, " tokens")));
   }
-  // Many pieces: refused from the pre-tokenized pieces alone, before any merging.
+  absl::StatusOr<std::unique_ptr<Regex>> regex = Regex::Create("a+|x");
+  ASSERT_TRUE(regex.ok());
+  EXPECT_EQ((*regex)->FindAll("a b aa b a", 2)->size(), 3u);  // stops at the third match
+  EXPECT_EQ((*regex)->FindAll("a b aa b a")->size(), 3u);
+  EXPECT_EQ((*regex)->FindAll("a b aa b a x", 1)->size(), 2u);
+  // Many pieces: refused while pre-tokenizing, before any merging.
   std::string words;
   for (int i = 0; i < 1'000'000; ++i) words += i % 2 == 0 ? "a " : "b ";
   EXPECT_EQ(tokenizer->Encode(words, false, 4096).status().code(),
