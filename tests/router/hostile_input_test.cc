@@ -149,5 +149,19 @@ TEST_F(HostileInputTest, CostlyChatIsRefusedBeforeTokenizing) {
   ExpectServing();
 }
 
+TEST_F(HostileInputTest, RequestsThatDoNotParseAreInvalidArgument) {
+  // A proto3 string must be UTF-8: the router's protobuf parser refuses this request (the C++
+  // client sends it, logging an error).
+  GenerateRequest r = TokenRequest({}, 2);
+  r.set_text("caf\xc3(");
+  ExpectInvalid(Generate(cluster_->router_address(), r).status,
+                "the request of /ringserve.v1.Generation/Generate is not a valid protobuf message");
+  TokenizeRequest t;
+  t.set_text("\xff");
+  ringserve::v1::TokenizeResponse ids;
+  ExpectInvalid(Tokenize(t, &ids), "/ringserve.v1.Generation/Tokenize is not a valid protobuf");
+  ExpectServing();
+}
+
 }  // namespace
 }  // namespace ringserve::testing
