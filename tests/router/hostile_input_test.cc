@@ -28,9 +28,10 @@ class HostileInputTest : public ::testing::Test {
   }
 
   static grpc::Status Tokenize(const TokenizeRequest& request,
-                               ringserve::v1::TokenizeResponse* response) {
+                               ringserve::v1::TokenizeResponse* response,
+                               const std::string& router = cluster_->router_address()) {
     auto stub = ringserve::v1::Generation::NewStub(
-        grpc::CreateChannel(cluster_->router_address(), grpc::InsecureChannelCredentials()));
+        grpc::CreateChannel(router, grpc::InsecureChannelCredentials()));
     grpc::ClientContext ctx;
     ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
     return stub->Tokenize(&ctx, request, response);
@@ -135,6 +136,21 @@ TEST_F(HostileInputTest, TokenizeHasTheLimitsOfGenerate) {
   for (int i = 0; i < 200'000; ++i) long_text.mutable_text()->append(i % 2 == 0 ? "a " : "b ");
   ExpectInvalid(Tokenize(long_text, &ids), "more than the limit of 131072 tokens");
   ExpectServing();
+}
+
+TEST_F(HostileInputTest, TokenizeCountsAgainstTheInflightBound) {
+  // A router alone (its workers' addresses lead nowhere): Tokenize needs none.
+  auto options = ClusterOptions(dir_->path() + "/model", 0, 0);
+  options.router_args.insert(options.router_args.end(),
+                             {"--max-inflight=0", "--prefill=127.0.0.1:1", "--decode=127.0.0.1:1"});
+  auto full = cli::LocalCluster::Start(options);
+  ASSERT_TRUE(full.ok()) << full.status();
+  TokenizeRequest t;
+  t.set_text("hello");
+  ringserve::v1::TokenizeResponse ids;
+  const grpc::Status s = Tokenize(t, &ids, (*full)->router_address());
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+  EXPECT_EQ(s.error_message(), "router has 0 requests in flight; the limit is 0");
 }
 
 TEST_F(HostileInputTest, CostlyChatIsRefusedBeforeTokenizing) {
