@@ -37,6 +37,21 @@ void AppendHex(unsigned char c, std::string* out) {
   absl::StrAppend(out, "\\x", absl::Hex(c, absl::kZeroPad2));
 }
 
+// `line` with every control byte (below 0x20, and DEL) written as \xNN.
+std::string EscapeControlBytes(std::string_view line) {
+  std::string out;
+  out.reserve(line.size());
+  for (char c : line) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) {
+      AppendHex(u, &out);
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 void SetLogLevel(LogLevel level) { g_level.store(static_cast<int>(level)); }
@@ -98,20 +113,6 @@ std::string Quote(std::string_view value) {
     }
   }
   out.push_back('"');
-  return out;
-}
-
-std::string EscapeControlBytes(std::string_view line) {
-  std::string out;
-  out.reserve(line.size());
-  for (char c : line) {
-    const auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u == 0x7f) {
-      AppendHex(u, &out);
-    } else {
-      out.push_back(c);
-    }
-  }
   return out;
 }
 

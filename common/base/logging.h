@@ -43,9 +43,6 @@ class LogLine {
 // as \xNN. The result is printable ASCII and parses back to `value`.
 std::string Quote(std::string_view value);
 
-// `line` with every control byte (below 0x20, and DEL) written as \xNN.
-std::string EscapeControlBytes(std::string_view line);
-
 }  // namespace ringserve::base
 
 #define RS_LOG(level)                                                     \
