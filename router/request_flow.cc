@@ -93,7 +93,7 @@ void RequestFlow::Finish(FinishReason reason, const absl::Status& status) {
     m.prompt_tokens.Increment(static_cast<double>(prompt_.size()));
     m.completion_tokens.Increment(static_cast<double>(generated_.size()));
   }
-  RS_LOG(kInfo) << "event=finished request_id=" << request_id_
+  RS_LOG(kInfo) << "event=finished request_id=" << base::Quote(request_id_)
                 << " reason=" << ringserve::v1::FinishReason_Name(reason)
                 << " prompt_tokens=" << prompt_.size() << " completion_tokens=" << generated_.size()
                 << " total_us=" << timings_.total_us()
@@ -193,8 +193,9 @@ RequestFlow::Outcome RequestFlow::Attempt(const std::vector<uint32_t>& context_t
     }
     return {true, rpc::FromGrpc(last)};
   }
-  RS_LOG(kInfo) << "event=reserved request_id=" << request_id_ << " decode=" << decode_address
-                << " tokens=" << context_tokens.size() << " max_tokens=" << remaining;
+  RS_LOG(kInfo) << "event=reserved request_id=" << base::Quote(request_id_)
+                << " decode=" << decode_address << " tokens=" << context_tokens.size()
+                << " max_tokens=" << remaining;
   auto decode = context_->decode->Handle(decode_address);
   // 2. The decode stream, opened before prefill so no token waits for it.
   auto dctx = NewCall(absl::Hours(24));
@@ -249,7 +250,7 @@ RequestFlow::Outcome RequestFlow::Attempt(const std::vector<uint32_t>& context_t
     if (cancelled_) return abandon(absl::CancelledError("cancelled by the client"), true);
     calls_.push_back(pctx.get());
   }
-  RS_LOG(kInfo) << "event=prefill_start request_id=" << request_id_
+  RS_LOG(kInfo) << "event=prefill_start request_id=" << base::Quote(request_id_)
                 << " prefill=" << prefill_address << " tokens=" << context_tokens.size();
   auto preader = prefill->prefill->Run(pctx.get(), preq);
   internal::v1::PrefillEvent event;
@@ -271,7 +272,7 @@ RequestFlow::Outcome RequestFlow::Attempt(const std::vector<uint32_t>& context_t
       std::lock_guard<std::mutex> lock(mu_);
       if (cancelled_) return abandon(absl::CancelledError("cancelled by the client"), true);
     }
-    RS_LOG(kWarning) << "event=prefill_failed request_id=" << request_id_
+    RS_LOG(kWarning) << "event=prefill_failed request_id=" << base::Quote(request_id_)
                      << " prefill=" << prefill_address
                      << " status=" << base::Quote(pstatus.error_message());
     if (IsRetryable(pstatus)) {
@@ -284,7 +285,7 @@ RequestFlow::Outcome RequestFlow::Attempt(const std::vector<uint32_t>& context_t
   timings_.set_queue_us(done->queue_us());
   timings_.set_prefill_us(done->prefill_us());
   timings_.set_transfer_us(done->transfer_us());
-  RS_LOG(kInfo) << "event=prefill_end request_id=" << request_id_
+  RS_LOG(kInfo) << "event=prefill_end request_id=" << base::Quote(request_id_)
                 << " first_token=" << done->first_token() << " prefill_us=" << done->prefill_us()
                 << " transfer_us=" << done->transfer_us();
   if (Emit(done->first_token())) {
@@ -317,7 +318,8 @@ RequestFlow::Outcome RequestFlow::Attempt(const std::vector<uint32_t>& context_t
       return {true, absl::CancelledError("cancelled by the client")};
     }
   }
-  RS_LOG(kWarning) << "event=decode_lost request_id=" << request_id_ << " decode=" << decode_address
+  RS_LOG(kWarning) << "event=decode_lost request_id=" << base::Quote(request_id_)
+                   << " decode=" << decode_address
                    << " status=" << base::Quote(dstatus.error_message())
                    << " generated=" << generated_.size();
   if (dstatus.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
@@ -335,7 +337,7 @@ RequestFlow::Outcome RequestFlow::Attempt(const std::vector<uint32_t>& context_t
 }
 
 void RequestFlow::Run() {
-  RS_LOG(kInfo) << "event=admitted request_id=" << request_id_;
+  RS_LOG(kInfo) << "event=admitted request_id=" << base::Quote(request_id_);
   auto prompt = PromptTokens(request_, context_->limits, context_->text);
   if (!prompt.ok()) {
     Finish(ringserve::v1::FINISH_REASON_ERROR, prompt.status());
@@ -372,8 +374,8 @@ void RequestFlow::Run() {
       return;
     }
     last = outcome.status;
-    RS_LOG(kInfo) << "event=retry request_id=" << request_id_ << " attempt=" << attempt + 1
-                  << " generated=" << generated_.size();
+    RS_LOG(kInfo) << "event=retry request_id=" << base::Quote(request_id_)
+                  << " attempt=" << attempt + 1 << " generated=" << generated_.size();
   }
   Finish(ringserve::v1::FINISH_REASON_ERROR,
          absl::UnavailableError(absl::StrCat("gave up after ", context_->max_attempts,

@@ -23,7 +23,15 @@ RouterService::~RouterService() {
 
 uint32_t RouterService::inflight() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return static_cast<uint32_t>(active_.size());
+  return static_cast<uint32_t>(active_.size()) + tokenizing_;
+}
+
+grpc::Status RouterService::AtCapacity() const {
+  const size_t inflight = active_.size() + tokenizing_;
+  if (inflight < options_.max_inflight) return grpc::Status::OK;
+  return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                      absl::StrCat("router has ", inflight, " requests in flight; the limit is ",
+                                   options_.max_inflight));
 }
 
 grpc::Status RouterService::Authenticate(grpc::CallbackServerContext* ctx) const {
@@ -55,11 +63,8 @@ grpc::ServerWriteReactor<GenerateResponse>* RouterService::Generate(
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (active_.size() >= options_.max_inflight) {
-      return rpc::RejectStream<GenerateResponse>(
-          grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                       absl::StrCat("router has ", active_.size(),
-                                    " requests in flight; the limit is ", options_.max_inflight)));
+    if (grpc::Status full = AtCapacity(); !full.ok()) {
+      return rpc::RejectStream<GenerateResponse>(full);
     }
     if (!active_.insert(id).second) {
       return rpc::RejectStream<GenerateResponse>(
@@ -92,20 +97,19 @@ grpc::ServerUnaryReactor* RouterService::Tokenize(grpc::CallbackServerContext* c
     reactor->Finish(auth);
     return reactor;
   }
-  if (context_->text == nullptr) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                                 "the model directory has no tokenizer files"));
-    return reactor;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (grpc::Status full = AtCapacity(); !full.ok()) {
+      reactor->Finish(full);
+      return reactor;
+    }
+    ++tokenizing_;
   }
-  absl::StatusOr<std::vector<uint32_t>> ids;
-  if (request->has_messages()) {
-    ids = context_->text->EncodeChat(request->messages());
-  } else if (request->text().size() > context_->limits.max_prompt_bytes) {
-    ids = absl::InvalidArgumentError(absl::StrCat("text of ", request->text().size(),
-                                                  " bytes exceeds the limit ",
-                                                  context_->limits.max_prompt_bytes));
-  } else {
-    ids = context_->text->Encode(request->text());
+  absl::StatusOr<std::vector<uint32_t>> ids =
+      TokenizeTokens(*request, context_->limits, context_->text);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    --tokenizing_;
   }
   if (!ids.ok()) {
     reactor->Finish(rpc::ToGrpc(ids.status()));

@@ -13,9 +13,9 @@
 
 namespace ringserve::router {
 
-// The public API: Generate (each request runs as a RequestFlow on its own thread, bounded by
-// max_inflight), Tokenize and GetModelInfo; plus the Admin service's cluster status. Handlers
-// validate, admit and hand off; they never block. Thread-safe.
+// The public API: Generate (each request runs as a RequestFlow on its own thread) and Tokenize,
+// together bounded by max_inflight, and GetModelInfo; plus the Admin service's cluster status.
+// Handlers validate, admit and hand off; they never block. Thread-safe.
 class RouterService final : public ringserve::v1::Generation::CallbackService,
                             public ringserve::v1::Admin::CallbackService {
  public:
@@ -44,12 +44,15 @@ class RouterService final : public ringserve::v1::Generation::CallbackService,
 
  private:
   grpc::Status Authenticate(grpc::CallbackServerContext* ctx) const;
+  // RESOURCE_EXHAUSTED when Generate streams and Tokenize calls fill max_inflight.
+  grpc::Status AtCapacity() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   RouterContext* const context_;
   const Options options_;
   mutable std::mutex mu_;
   std::condition_variable idle_cv_;
   std::set<std::string> active_ ABSL_GUARDED_BY(mu_);
+  uint32_t tokenizing_ ABSL_GUARDED_BY(mu_) = 0;  // Tokenize calls running
 };
 
 }  // namespace ringserve::router

@@ -36,15 +36,19 @@ absl::StatusOr<std::unique_ptr<TextCodec>> TextCodec::Load(const std::string& di
   return codec;
 }
 
-absl::StatusOr<std::vector<uint32_t>> TextCodec::Encode(const std::string& text) const {
-  return tokenizer_->Encode(text);
+absl::StatusOr<std::vector<uint32_t>> TextCodec::Encode(std::string_view text,
+                                                        const Budget& budget) const {
+  return tokenizer_->Encode(text, /*add_special_tokens=*/false, budget.max_tokens);
 }
 
-absl::StatusOr<std::string> TextCodec::RenderChat(const ringserve::v1::ChatMessages& chat) const {
+absl::StatusOr<std::string> TextCodec::RenderChat(const ringserve::v1::ChatMessages& chat,
+                                                  const Budget& budget) const {
   if (chat_template_ == nullptr) {
     return absl::FailedPreconditionError("the model's tokenizer_config.json has no chat_template");
   }
   text::ChatTemplateInputs inputs;
+  inputs.json_limits = budget.json;
+  inputs.max_output_bytes = budget.max_prompt_bytes;
   for (const auto& m : chat.messages()) {
     text::ChatMessage message;
     message.role = m.role();
@@ -58,22 +62,23 @@ absl::StatusOr<std::string> TextCodec::RenderChat(const ringserve::v1::ChatMessa
   if (chat.tools_json_size() > 0) {
     inputs.tools = nlohmann::ordered_json::array();
     for (int i = 0; i < chat.tools_json_size(); ++i) {
-      auto tool = nlohmann::ordered_json::parse(chat.tools_json(i), nullptr, false);
-      if (tool.is_discarded()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("prompt.messages.tools_json[", i, "] is not valid JSON"));
+      absl::StatusOr<nlohmann::ordered_json> tool =
+          text::ParseUntrustedJson(chat.tools_json(i), budget.json);
+      if (!tool.ok()) {
+        return absl::Status(tool.status().code(), absl::StrCat("prompt.messages.tools_json[", i,
+                                                               "]: ", tool.status().message()));
       }
-      inputs.tools.push_back(std::move(tool));
+      inputs.tools.push_back(*std::move(tool));
     }
   }
   inputs.add_generation_prompt = chat.add_generation_prompt();
   return chat_template_->Render(inputs);
 }
 
-absl::StatusOr<std::vector<uint32_t>> TextCodec::EncodeChat(
-    const ringserve::v1::ChatMessages& chat) const {
-  ASSIGN_OR_RETURN(const std::string prompt, RenderChat(chat));
-  return tokenizer_->Encode(prompt);
+absl::StatusOr<std::vector<uint32_t>> TextCodec::EncodeChat(const ringserve::v1::ChatMessages& chat,
+                                                            const Budget& budget) const {
+  ASSIGN_OR_RETURN(const std::string prompt, RenderChat(chat, budget));
+  return Encode(prompt, budget);
 }
 
 std::unique_ptr<TextStream> TextCodec::NewStream(std::vector<std::string> stops) const {

@@ -1,8 +1,10 @@
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -10,6 +12,7 @@
 #include "common/text/detokenizer.h"
 #include "common/text/stop_matcher.h"
 #include "common/text/tokenizer.h"
+#include "common/text/untrusted_json.h"
 #include "ringserve/v1/generation.pb.h"
 
 namespace ringserve::router {
@@ -38,10 +41,20 @@ class TextCodec {
   // Loads tokenizer.json and tokenizer_config.json from a checkpoint directory.
   static absl::StatusOr<std::unique_ptr<TextCodec>> Load(const std::string& dir);
 
-  absl::StatusOr<std::vector<uint32_t>> Encode(const std::string& text) const;
+  // Bounds on the work of one encode; exceeding one is ResourceExhausted, naming the limit, and
+  // the work stops there.
+  struct Budget {
+    size_t max_tokens = SIZE_MAX;        // ids of the encoded text
+    size_t max_prompt_bytes = SIZE_MAX;  // the rendered chat template
+    text::JsonLimits json;               // each tools_json and tool-call arguments_json
+  };
+
+  absl::StatusOr<std::vector<uint32_t>> Encode(std::string_view text, const Budget& budget) const;
   // Renders the chat template (with the generation prompt when asked) and encodes it.
-  absl::StatusOr<std::vector<uint32_t>> EncodeChat(const ringserve::v1::ChatMessages& chat) const;
-  absl::StatusOr<std::string> RenderChat(const ringserve::v1::ChatMessages& chat) const;
+  absl::StatusOr<std::vector<uint32_t>> EncodeChat(const ringserve::v1::ChatMessages& chat,
+                                                   const Budget& budget) const;
+  absl::StatusOr<std::string> RenderChat(const ringserve::v1::ChatMessages& chat,
+                                         const Budget& budget) const;
   std::unique_ptr<TextStream> NewStream(std::vector<std::string> stops) const;
   const text::Tokenizer& tokenizer() const { return *tokenizer_; }
 

@@ -31,6 +31,27 @@ const char* LevelName(LogLevel level) {
   return "info";
 }
 
+bool Printable(unsigned char c) { return c >= 0x20 && c < 0x7f; }
+
+void AppendHex(unsigned char c, std::string* out) {
+  absl::StrAppend(out, "\\x", absl::Hex(c, absl::kZeroPad2));
+}
+
+// `line` with every control byte (below 0x20, and DEL) written as \xNN.
+std::string EscapeControlBytes(std::string_view line) {
+  std::string out;
+  out.reserve(line.size());
+  for (char c : line) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) {
+      AppendHex(u, &out);
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 void SetLogLevel(LogLevel level) { g_level.store(static_cast<int>(level)); }
@@ -65,8 +86,7 @@ LogLine::LogLine(LogLevel level) {
 }
 
 LogLine::~LogLine() {
-  stream_ << '\n';
-  const std::string line = stream_.str();
+  const std::string line = EscapeControlBytes(stream_.str()) + '\n';
   size_t written = 0;
   while (written < line.size()) {
     ssize_t n = ::write(STDERR_FILENO, line.data() + written, line.size() - written);
@@ -76,17 +96,21 @@ LogLine::~LogLine() {
 }
 
 std::string Quote(std::string_view value) {
-  if (!value.empty() && value.find_first_of(" \"=\t\n") == std::string_view::npos) {
-    return std::string(value);
+  bool plain = !value.empty();
+  for (char c : value) {
+    plain = plain && Printable(c) && c != ' ' && c != '"' && c != '\\' && c != '=';
   }
+  if (plain) return std::string(value);
   std::string out = "\"";
   for (char c : value) {
-    if (c == '"' || c == '\\') out.push_back('\\');
-    if (c == '\n') {
-      out += "\\n";
-      continue;
+    if (c == '"' || c == '\\') {
+      out.push_back('\\');
+      out.push_back(c);
+    } else if (Printable(c)) {
+      out.push_back(c);
+    } else {
+      AppendHex(static_cast<unsigned char>(c), &out);
     }
-    out.push_back(c);
   }
   out.push_back('"');
   return out;

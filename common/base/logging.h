@@ -21,8 +21,10 @@ void SetLogComponent(std::string_view component);
 
 // One log line in key=value form, written to stderr in a single write when destroyed:
 //   ts=2026-11-29T14:00:00.123Z level=info comp=router <what the caller streamed>
-// Callers stream key=value pairs: RS_LOG(kInfo) << "event=admitted request_id=" << id;
-// Thread-safe (each line is one write(2)).
+// Callers stream key=value pairs, quoting values a client controls:
+//   RS_LOG(kInfo) << "event=admitted request_id=" << Quote(id);
+// A line is always exactly one event: any control byte that reaches it (a newline included) is
+// written as \xNN. Thread-safe (each line is one write(2)).
 class LogLine {
  public:
   explicit LogLine(LogLevel level);
@@ -35,7 +37,10 @@ class LogLine {
   std::ostringstream stream_;
 };
 
-// Quotes a value for key=value output when it holds spaces, quotes or '='.
+// A value for key=value output: as is when it is non-empty printable ASCII without spaces,
+// quotes, backslashes or '='; otherwise in double quotes, with '"' and '\' escaped by a
+// backslash and every byte outside printable ASCII (control bytes, DEL, bytes of 0x80 and up)
+// as \xNN. The result is printable ASCII and parses back to `value`.
 std::string Quote(std::string_view value);
 
 }  // namespace ringserve::base

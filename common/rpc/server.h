@@ -14,7 +14,9 @@
 namespace ringserve::rpc {
 
 // A running gRPC server with the standard grpc.health.v1 service (services "liveness" and
-// "readiness", plus "" for the whole server) and server reflection. Thread-safe.
+// "readiness", plus "" for the whole server) and server reflection. A request that does not
+// parse as its method's message is answered INVALID_ARGUMENT naming the method (gRPC's callback
+// handlers would answer UNIMPLEMENTED with an empty message). Thread-safe.
 class GrpcServer {
  public:
   // Listens on host:port (port 0 picks a free one) with `tls` (see ServerCredentials);

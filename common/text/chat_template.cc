@@ -24,8 +24,11 @@ OrderedJson ChatTemplate::BuildContext(const ChatTemplateInputs& inputs) {
     if (!message.tool_calls.empty()) {
       OrderedJson calls = OrderedJson::array();
       for (const ToolCall& call : message.tool_calls) {
-        OrderedJson arguments = OrderedJson::parse(call.arguments_json, nullptr, false);
-        if (arguments.is_discarded() || !arguments.is_object()) arguments = call.arguments_json;
+        absl::StatusOr<OrderedJson> parsed =
+            ParseUntrustedJson(call.arguments_json, inputs.json_limits);
+        OrderedJson arguments = parsed.ok() && parsed->is_object()
+                                    ? *std::move(parsed)
+                                    : OrderedJson(call.arguments_json);
         OrderedJson function = OrderedJson::object();
         function["name"] = call.name;
         function["arguments"] = std::move(arguments);
@@ -55,15 +58,16 @@ OrderedJson ChatTemplate::BuildContext(const ChatTemplateInputs& inputs) {
 }
 
 absl::StatusOr<std::string> ChatTemplate::Render(const ChatTemplateInputs& inputs) const {
-  return RenderContext(BuildContext(inputs));
+  return RenderContext(BuildContext(inputs), inputs.max_output_bytes);
 }
 
-absl::StatusOr<std::string> ChatTemplate::RenderContext(const OrderedJson& context) const {
+absl::StatusOr<std::string> ChatTemplate::RenderContext(const OrderedJson& context,
+                                                        size_t max_output_bytes) const {
   if (!context.is_object()) {
     return absl::InvalidArgumentError("chat template context is not a JSON object");
   }
   ASSIGN_OR_RETURN(const jinja::Value variables, jinja::Value::FromJson(context));
-  return compiled_->Render(variables.AsDict());
+  return compiled_->Render(variables.AsDict(), max_output_bytes);
 }
 
 absl::StatusOr<std::vector<ChatMessage>> ChatMessagesFromJson(const OrderedJson& messages) {

@@ -1,5 +1,7 @@
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -8,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/text/jinja.h"
+#include "common/text/untrusted_json.h"
 #include "nlohmann/json.hpp"
 
 namespace ringserve::text {
@@ -36,6 +39,11 @@ struct ChatTemplateInputs {
   bool add_generation_prompt = false;
   // More template variables, e.g. {"enable_thinking": true, "bos_token": "<|startoftext|>"}.
   nlohmann::ordered_json extra_vars = nlohmann::ordered_json::object();
+  // Bounds for client input: tool-call arguments are parsed within `json_limits` (otherwise
+  // passed as the string), and Render fails with ResourceExhausted once the output would pass
+  // `max_output_bytes` (rendering stops there).
+  JsonLimits json_limits;
+  size_t max_output_bytes = SIZE_MAX;
 };
 
 // A checkpoint's chat template (Jinja, HuggingFace conventions: trim_blocks and lstrip_blocks).
@@ -48,15 +56,18 @@ class ChatTemplate {
   // The variables the template sees: `messages` (each with role and, when present, content,
   // reasoning_content, tool_calls as [{id, type: "function", function: {name, arguments}}],
   // tool_call_id, name), `tools` (null when empty), `add_generation_prompt` and `extra_vars`.
-  // Tool-call arguments that parse as a JSON object are passed as that object (as SGLang and
-  // vLLM do, so `arguments | tojson` prints canonical JSON), otherwise as the original string.
+  // Tool-call arguments that parse as a JSON object within inputs.json_limits are passed as that
+  // object (as SGLang and vLLM do, so `arguments | tojson` prints canonical JSON), otherwise as
+  // the original string.
   static nlohmann::ordered_json BuildContext(const ChatTemplateInputs& inputs);
 
   // Renders BuildContext(inputs). Template errors (including raise_exception) are
   // InvalidArgument; exceeding the engine's limits is ResourceExhausted.
   absl::StatusOr<std::string> Render(const ChatTemplateInputs& inputs) const;
-  // Renders with `context` (a JSON object) as the variables.
-  absl::StatusOr<std::string> RenderContext(const nlohmann::ordered_json& context) const;
+  // Renders with `context` (a JSON object) as the variables, failing with ResourceExhausted once
+  // the output would pass `max_output_bytes`.
+  absl::StatusOr<std::string> RenderContext(const nlohmann::ordered_json& context,
+                                            size_t max_output_bytes = SIZE_MAX) const;
 
  private:
   explicit ChatTemplate(std::unique_ptr<jinja::Template> compiled)

@@ -2469,9 +2469,12 @@ absl::StatusOr<std::unique_ptr<Template>> Template::Create(std::string_view sour
   return std::unique_ptr<Template>(new Template(std::move(program), options));
 }
 
-absl::StatusOr<std::string> Template::Render(const ValueDict& context) const {
+absl::StatusOr<std::string> Template::Render(const ValueDict& context,
+                                             size_t max_output_bytes) const {
   std::string out;
-  Renderer renderer(options_, &out);
+  TemplateOptions options = options_;
+  options.max_output_bytes = std::min(options.max_output_bytes, max_output_bytes);
+  Renderer renderer(options, &out);
   RETURN_IF_ERROR(renderer.Run(program_->body, context));
   return out;
 }

@@ -41,9 +41,11 @@ class Template {
   Template& operator=(const Template&) = delete;
 
   // Renders with the variables in `context`. Errors (type errors, undefined values,
-  // raise_exception) are InvalidArgument naming the line; exceeding a limit of the options is
+  // raise_exception) are InvalidArgument naming the line; exceeding a limit of the options, or
+  // output past `max_output_bytes` (the smaller of it and the options' limit applies), is
   // ResourceExhausted.
-  absl::StatusOr<std::string> Render(const ValueDict& context) const;
+  absl::StatusOr<std::string> Render(const ValueDict& context,
+                                     size_t max_output_bytes = SIZE_MAX) const;
 
  private:
   struct Program;

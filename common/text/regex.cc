@@ -42,8 +42,10 @@ absl::StatusOr<std::unique_ptr<Regex>> Regex::Create(std::string_view pattern) {
 
 Regex::~Regex() { onig_free(static_cast<OnigRegex>(regex_)); }
 
-absl::StatusOr<std::vector<std::pair<size_t, size_t>>> Regex::FindAll(std::string_view text) const {
+absl::StatusOr<std::vector<std::pair<size_t, size_t>>> Regex::FindAll(std::string_view text,
+                                                                      size_t max_nonempty) const {
   std::vector<std::pair<size_t, size_t>> matches;
+  size_t nonempty = 0;
   std::unique_ptr<OnigRegion, RegionDeleter> region(onig_region_new());
   const auto* begin = reinterpret_cast<const OnigUChar*>(text.data());
   const auto* end = begin + text.size();
@@ -63,6 +65,7 @@ absl::StatusOr<std::vector<std::pair<size_t, size_t>>> Regex::FindAll(std::strin
     const auto match_end = static_cast<size_t>(region->end[0]);
     matches.emplace_back(match_begin, match_end);
     if (match_end > match_begin) {
+      if (++nonempty > max_nonempty) break;
       pos = match_end;
     } else {
       pos = match_begin + 1;

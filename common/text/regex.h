@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -23,9 +24,11 @@ class Regex {
 
   // The [begin, end) byte ranges of the successive non-overlapping matches in `text`, which must
   // be well-formed UTF-8. An empty match advances the search by one code point. Look-arounds do
-  // not see past the ends of `text`. Fails only when Oniguruma gives up (e.g. its backtracking
+  // not see past the ends of `text`. The search stops once it has found more than
+  // `max_nonempty` non-empty matches. Fails only when Oniguruma gives up (e.g. its backtracking
   // limit).
-  absl::StatusOr<std::vector<std::pair<size_t, size_t>>> FindAll(std::string_view text) const;
+  absl::StatusOr<std::vector<std::pair<size_t, size_t>>> FindAll(
+      std::string_view text, size_t max_nonempty = SIZE_MAX) const;
 
   const std::string& pattern() const { return pattern_; }
 

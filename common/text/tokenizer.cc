@@ -39,6 +39,11 @@ char32_t CodePointBefore(std::string_view text, size_t pos) {
   return NextCodePoint(text, &start);
 }
 
+absl::Status TooManyTokens(size_t max_tokens) {
+  return absl::ResourceExhaustedError(
+      absl::StrCat("text encodes to more than the limit of ", max_tokens, " tokens"));
+}
+
 absl::Status Invalid(std::string_view what, std::string_view detail) {
   return absl::InvalidArgumentError(absl::StrCat(std::string(what), ": ", std::string(detail)));
 }
@@ -497,6 +502,13 @@ absl::Status Tokenizer::Finish() {
     id_bytes_[id] = bytes.has_value() ? std::move(*bytes) : id_to_token_[id];
   }
 
+  for (const PreTokenizerStep& step : pre_tokenizer_) {
+    drops_pieces_ = drops_pieces_ || step.behavior == SplitBehavior::kRemoved;
+  }
+  for (const auto& [bytes, id] : bpe_bytes_to_id_) {
+    max_bpe_token_bytes_ = std::max(max_bpe_token_bytes_, bytes.size());
+  }
+
   // Added-token matchers: raw text first, then normalized text.
   for (uint32_t i = 0; i < added_tokens_.size(); ++i) {
     const AddedToken& token = added_tokens_[i];
@@ -690,27 +702,36 @@ std::vector<Tokenizer::Segment> Tokenizer::SplitAddedTokens(
 }
 
 absl::StatusOr<std::vector<uint32_t>> Tokenizer::Encode(std::string_view text,
-                                                        bool add_special_tokens) const {
+                                                        bool add_special_tokens,
+                                                        size_t max_tokens) const {
   RETURN_IF_ERROR(ValidateUtf8(text));
+  const size_t added = add_special_tokens ? template_prefix_.size() + template_suffix_.size() : 0;
+  if (added > max_tokens) return TooManyTokens(max_tokens);
+  const size_t budget = max_tokens - added;
   std::vector<uint32_t> ids;
-  ids.reserve(text.size() / 3 + 8);
+  ids.reserve(std::min(text.size() / 3 + 8, budget));
   EncodeState state;
+  auto add_id = [&](uint32_t id) -> absl::Status {
+    if (ids.size() >= budget) return TooManyTokens(max_tokens);
+    ids.push_back(id);
+    return absl::OkStatus();
+  };
   for (const Segment& segment : SplitAddedTokens(text, raw_matcher_)) {
     if (segment.token_id.has_value()) {
-      ids.push_back(*segment.token_id);
+      RETURN_IF_ERROR(add_id(*segment.token_id));
       continue;
     }
     if (normalizers_.empty()) {
-      RETURN_IF_ERROR(EncodeText(segment.text, &state, &ids));
+      RETURN_IF_ERROR(EncodeText(segment.text, budget, &state, &ids));
       continue;
     }
     ASSIGN_OR_RETURN(std::string normalized, Normalize(segment.text));
     state.arena.push_back(std::move(normalized));
     for (const Segment& inner : SplitAddedTokens(state.arena.back(), normalized_matcher_)) {
       if (inner.token_id.has_value()) {
-        ids.push_back(*inner.token_id);
+        RETURN_IF_ERROR(add_id(*inner.token_id));
       } else {
-        RETURN_IF_ERROR(EncodeText(inner.text, &state, &ids));
+        RETURN_IF_ERROR(EncodeText(inner.text, budget, &state, &ids));
       }
     }
   }
@@ -723,8 +744,16 @@ void Tokenizer::ApplyTemplate(std::vector<uint32_t>* ids) const {
   ids->insert(ids->end(), template_suffix_.begin(), template_suffix_.end());
 }
 
-absl::Status Tokenizer::EncodeText(std::string_view text, EncodeState* state,
+absl::Status Tokenizer::EncodeText(std::string_view text, size_t max_tokens, EncodeState* state,
                                    std::vector<uint32_t>* ids) const {
+  // Unless a step drops what it matches, the pieces cover the text, and a piece of n bytes
+  // becomes at least ceil(n / max_bpe_token_bytes_) ids.
+  auto at_least = [this](size_t bytes) {
+    return (bytes + max_bpe_token_bytes_ - 1) / max_bpe_token_bytes_;
+  };
+  if (!drops_pieces_ && at_least(text.size()) > max_tokens - ids->size()) {
+    return TooManyTokens(max_tokens);
+  }
   std::vector<std::string_view> pieces = {text};
   std::vector<std::string_view> next;
   // Marks of one piece: [begin, end) ranges and whether each matched the pattern.
@@ -759,8 +788,18 @@ absl::Status Tokenizer::EncodeText(std::string_view text, EncodeState* state,
         prev = end;
       };
       if (step.regex != nullptr) {
-        ASSIGN_OR_RETURN(auto matches, step.regex->FindAll(piece));
-        for (const auto& [begin, end] : matches) add_match(begin, end);
+        // Isolated non-empty matches are pieces of their own, and no step drops a piece: the
+        // search may stop once they alone pass what is left of the budget.
+        const bool bounds = behavior == SplitBehavior::kIsolated && !drops_pieces_;
+        const size_t room = max_tokens - ids->size();
+        const size_t cap = !bounds ? SIZE_MAX : room > next.size() ? room - next.size() : 0;
+        ASSIGN_OR_RETURN(auto matches, step.regex->FindAll(piece, cap));
+        size_t nonempty = 0;
+        for (const auto& [begin, end] : matches) {
+          nonempty += end > begin ? 1 : 0;
+          add_match(begin, end);
+        }
+        if (nonempty > cap) return TooManyTokens(max_tokens);
       } else {
         for (size_t at = piece.find(step.literal); at != std::string_view::npos;
              at = piece.find(step.literal, at + step.literal.size())) {
@@ -824,7 +863,13 @@ absl::Status Tokenizer::EncodeText(std::string_view text, EncodeState* state,
     }
     pieces.swap(next);
   }
-  for (std::string_view piece : pieces) EncodeWord(piece, state, ids);
+  size_t fewest = 0;
+  for (std::string_view piece : pieces) fewest += at_least(piece.size());
+  if (fewest > max_tokens - ids->size()) return TooManyTokens(max_tokens);
+  for (std::string_view piece : pieces) {
+    EncodeWord(piece, state, ids);
+    if (ids->size() > max_tokens) return TooManyTokens(max_tokens);
+  }
   return absl::OkStatus();
 }
 

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -65,9 +66,14 @@ class Tokenizer {
   // Token ids of `text`. Added tokens written in the text (e.g. "<role>") become their ids.
   // With `add_special_tokens`, bos/eos are added as the config (or tokenizer.json's
   // post-processor) asks. Fails with InvalidArgument, naming the byte offset, when `text` is not
-  // well-formed UTF-8.
+  // well-formed UTF-8. Fails with ResourceExhausted, naming the limit, as soon as the ids are
+  // known to pass `max_tokens`: the rest of the text is not encoded (nothing starts when the
+  // bytes at the longest token's bytes per id pass the limit, pre-tokenizing stops once its
+  // pieces pass it, and byte-pair merging does not start when the pieces, at the longest
+  // token's bytes each, pass it).
   absl::StatusOr<std::vector<uint32_t>> Encode(std::string_view text,
-                                               bool add_special_tokens = false) const;
+                                               bool add_special_tokens = false,
+                                               size_t max_tokens = SIZE_MAX) const;
 
   // The text of `ids`. Ids outside the vocabulary are skipped; byte sequences that are not valid
   // UTF-8 become U+FFFD (one per maximal ill-formed subsequence, like HuggingFace's decoder).
@@ -146,7 +152,7 @@ class Tokenizer {
   std::vector<Segment> SplitAddedTokens(std::string_view text,
                                         const AddedTokenMatcher& matcher) const;
   absl::StatusOr<std::string> Normalize(std::string_view text) const;
-  absl::Status EncodeText(std::string_view text, EncodeState* state,
+  absl::Status EncodeText(std::string_view text, size_t max_tokens, EncodeState* state,
                           std::vector<uint32_t>* ids) const;
   void EncodeWord(std::string_view bytes, EncodeState* state, std::vector<uint32_t>* ids) const;
   void ApplyTemplate(std::vector<uint32_t>* ids) const;
@@ -156,6 +162,7 @@ class Tokenizer {
   std::vector<bool> is_special_;          // [vocab_size]
   absl::flat_hash_map<std::string, uint32_t> token_to_id_;
   absl::flat_hash_map<std::string, uint32_t> bpe_bytes_to_id_;  // BPE tokens by their bytes
+  size_t max_bpe_token_bytes_ = 1;                              // bytes of the longest BPE token
   std::array<uint32_t, 256> byte_ids_{};                        // BPE id of each single byte
   absl::flat_hash_map<uint64_t, Merge> merges_;                 // by (left id << 32 | right id)
   bool ignore_merges_ = false;
@@ -165,6 +172,7 @@ class Tokenizer {
   AddedTokenMatcher normalized_matcher_;
   std::vector<NormalForm> normalizers_;
   std::vector<PreTokenizerStep> pre_tokenizer_;
+  bool drops_pieces_ = false;  // a step removes what it matches (SplitBehavior::kRemoved)
   // The post-processor's single-sequence template: ids to add, and where the text goes.
   std::vector<uint32_t> template_prefix_;
   std::vector<uint32_t> template_suffix_;

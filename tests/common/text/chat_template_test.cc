@@ -121,6 +121,24 @@ TEST_F(RingTemplateTest, ExtraVariablesReachTheTemplate) {
   EXPECT_EQ(*(*thinking)->Render(inputs), "on1<s>");
 }
 
+TEST_F(RingTemplateTest, HostileArgumentsAndOutputStayWithinTheLimits) {
+  ChatTemplateInputs inputs;
+  inputs.messages = {Msg("user", "x"), Msg("assistant", "")};
+  const std::string deep = "{\"a\": " + std::string(100'000, '[') + std::string(100'000, ']') + "}";
+  inputs.messages[1].tool_calls.push_back({"", "f", deep});
+  // Too deep to parse within the limits: passed to the template as the original text.
+  EXPECT_THAT(Render(inputs), HasSubstr("\"arguments\": " + deep + "}"));
+  inputs.messages[1].tool_calls[0].arguments_json = R"({"b":  [1, 2]})";
+  EXPECT_THAT(Render(inputs), HasSubstr(R"("arguments": {"b": [1, 2]}})"));
+  inputs.json_limits.max_depth = 1;
+  EXPECT_THAT(Render(inputs), HasSubstr(R"("arguments": {"b":  [1, 2]}})"));
+
+  inputs.max_output_bytes = 100;
+  const absl::StatusOr<std::string> capped = template_->Render(inputs);
+  EXPECT_EQ(capped.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(capped.status().message(), HasSubstr("exceeds the limit of 100 bytes"));
+}
+
 TEST(ChatTemplateTest, ErrorsAreStatuses) {
   EXPECT_THAT(ChatTemplate::Create("{% for %}").status().message(), HasSubstr("line 1"));
   absl::StatusOr<std::unique_ptr<ChatTemplate>> strict = ChatTemplate::Create(

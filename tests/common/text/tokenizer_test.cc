@@ -6,8 +6,10 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "common/base/mapped_file.h"
 #include "common/text/bpe_trainer.h"
+#include "common/text/regex.h"
 #include "common/text/training_corpus.h"
 #include "common/text/utf8.h"
 #include "gmock/gmock.h"
@@ -140,6 +142,33 @@ TEST(TokenizerTest, RoundTripsTheTrainingCorpus) {
        {"", " ", "\n\n", "a", "日本", "👨‍👩‍👧", "e\u0301", "  x  ", "1234"}) {
     EXPECT_EQ(tokenizer->Decode(Ids(*tokenizer, text)), text);
   }
+}
+
+TEST(TokenizerTest, EncodeStopsAtMaxTokens) {
+  auto tokenizer = TrainedTokenizer(1024);
+  const std::string text = "The quick brown fox jumps over the lazy dog <|role_end|> again.";
+  const std::vector<uint32_t> all = Ids(*tokenizer, text);
+  absl::StatusOr<std::vector<uint32_t>> capped = tokenizer->Encode(text, false, all.size());
+  ASSERT_TRUE(capped.ok()) << capped.status();
+  EXPECT_EQ(*capped, all);
+  for (size_t limit : {size_t{0}, all.size() / 2, all.size() - 1}) {
+    capped = tokenizer->Encode(text, false, limit);
+    EXPECT_EQ(capped.status().code(), absl::StatusCode::kResourceExhausted) << limit;
+    EXPECT_THAT(capped.status().message(),
+                HasSubstr(absl::StrCat("more than the limit of ", limit, " tokens")));
+  }
+  absl::StatusOr<std::unique_ptr<Regex>> regex = Regex::Create("a+|x");
+  ASSERT_TRUE(regex.ok());
+  EXPECT_EQ((*regex)->FindAll("a b aa b a", 2)->size(), 3u);  // stops at the third match
+  EXPECT_EQ((*regex)->FindAll("a b aa b a")->size(), 3u);
+  EXPECT_EQ((*regex)->FindAll("a b aa b a x", 1)->size(), 2u);
+  // Many pieces: refused while pre-tokenizing, before any merging.
+  std::string words;
+  for (int i = 0; i < 1'000'000; ++i) words += i % 2 == 0 ? "a " : "b ";
+  EXPECT_EQ(tokenizer->Encode(words, false, 4096).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(tokenizer->Encode(std::string(1'000'000, 'x'), false, 10).status().code(),
+            absl::StatusCode::kResourceExhausted);
 }
 
 TEST(TokenizerTest, RandomTextRoundTripsAndRandomBytesFailCleanly) {
