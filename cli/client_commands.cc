@@ -18,6 +18,7 @@
 #include "cli/cluster.h"
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/token_ids.h"
 #include "common/base/flags.h"
 #include "common/base/mapped_file.h"
 #include "common/base/status_macros.h"

@@ -4,10 +4,7 @@
 #include <chrono>
 #include <cstdio>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
-#include "common/base/mapped_file.h"
 #include "common/base/status_macros.h"
 #include "common/model/generate.h"
 #include "common/model/make_model.h"
@@ -52,38 +49,6 @@ void AddSamplingFlags(base::FlagSet* flags) {
   flags->String("top-p", "1", "nucleus mass in (0, 1]");
   flags->String("min-p", "0", "in [0, 1]");
   flags->String("seed", "0", "sampling seed");
-}
-
-void AddTokenIdFlags(base::FlagSet* flags, const std::string& name) {
-  flags->String(name, "", "comma-separated token ids");
-  flags->String(name + "-file", "",
-                absl::StrCat("file of token ids separated by commas or white space (instead of --",
-                             name, ")"));
-}
-
-bool HasTokenIds(const base::FlagSet& flags, const std::string& name) {
-  return !flags.Get(name).empty() || !flags.Get(name + "-file").empty();
-}
-
-absl::StatusOr<std::vector<int64_t>> TokenIds(const base::FlagSet& flags, const std::string& name) {
-  const std::string& path = flags.Get(name + "-file");
-  if (path.empty()) return flags.GetIntList(name);
-  if (!flags.Get(name).empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("give --", name, " or --", name, "-file, not both"));
-  }
-  ASSIGN_OR_RETURN(const std::string text, base::ReadFileToString(path));
-  std::vector<int64_t> ids;
-  for (absl::string_view part :
-       absl::StrSplit(text, absl::ByAnyChar(", \t\r\n"), absl::SkipEmpty())) {
-    int64_t id;
-    if (!absl::SimpleAtoi(part, &id)) {
-      return absl::InvalidArgumentError(absl::StrCat("token id ", ids.size(), " in ", path, " ('",
-                                                     part.substr(0, 32), "') is not an integer"));
-    }
-    ids.push_back(id);
-  }
-  return ids;
 }
 
 absl::StatusOr<kernels::SamplingParams> ParseSampling(const base::FlagSet& flags) {

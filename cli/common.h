@@ -35,13 +35,6 @@ void AddEngineFlags(base::FlagSet* flags);
 // --temperature, --top-k, --top-p, --min-p, --seed.
 void AddSamplingFlags(base::FlagSet* flags);
 
-// Declares --<name> (comma-separated token ids) and --<name>-file (a file of ids separated by
-// commas or white space: a 128K-token prompt does not fit in one command-line argument).
-void AddTokenIdFlags(base::FlagSet* flags, const std::string& name);
-// The ids of --<name> or --<name>-file (both set is an error; neither gives none).
-absl::StatusOr<std::vector<int64_t>> TokenIds(const base::FlagSet& flags, const std::string& name);
-// Whether --<name> or --<name>-file was given.
-bool HasTokenIds(const base::FlagSet& flags, const std::string& name);
 absl::StatusOr<kernels::SamplingParams> ParseSampling(const base::FlagSet& flags);
 
 // A backend and a model loaded on it (the backend outlives the model).

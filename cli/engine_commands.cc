@@ -9,6 +9,7 @@
 #include "absl/strings/str_join.h"
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/token_ids.h"
 #include "common/base/flags.h"
 #include "common/base/status_macros.h"
 #include "common/model/make_model.h"

@@ -6,7 +6,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
-#include "cli/common.h"
+#include "cli/token_ids.h"
 #include "common/base/flags.h"
 #include "common/base/mapped_file.h"
 #include "common/base/status_macros.h"
