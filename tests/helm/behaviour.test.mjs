@@ -86,6 +86,13 @@ describe('pools', () => {
     }
   });
 
+  test('the router asks for the lease the decode workers grant', () => {
+    for (const values of VALUES) {
+      const lease = flags(mainContainer(deployment(values, 'decode'))).get('lease-ms');
+      assert.equal(flags(mainContainer(deployment(values, 'router'))).get('lease-ms'), lease, values);
+    }
+  });
+
   test('per-pool scheduling settings, extraArgs and extraEnv pass through', () => {
     const pod = deployment('large-cluster', 'prefill').spec.template.spec;
     assert.deepEqual(pod.nodeSelector, { 'nvidia.com/gpu.product': 'NVIDIA-H200' });

@@ -54,8 +54,18 @@ app.kubernetes.io/part-of: ringserve
 {{- end }}
 {{- end }}
 
+{{/*
+The image of a container. scripts/build-image tags the CPU image <appVersion> and the CUDA image
+<appVersion>-cuda; without an image.tag, pods on device cuda get the CUDA one. Args: dict root,
+device ("cpu" | "cuda").
+*/}}
 {{- define "ringserve.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- $v := .root.Values.image }}
+{{- $tag := $v.tag }}
+{{- if not $tag }}
+{{- $tag = printf "%s%s" .root.Chart.AppVersion (ternary "-cuda" "" (eq .device "cuda")) }}
+{{- end }}
+{{- printf "%s:%s" $v.repository $tag }}
 {{- end }}
 
 {{/* The model directory passed as --model. */}}
@@ -207,7 +217,7 @@ The init container that writes the model into its emptyDir (model.source=initCon
   {{- if $ic.image.repository }}
   image: {{ printf "%s:%s" $ic.image.repository (default "latest" $ic.image.tag) }}
   {{- else }}
-  image: {{ include "ringserve.image" . }}
+  image: {{ include "ringserve.image" (dict "root" . "device" "cpu") }}
   {{- end }}
   imagePullPolicy: {{ default .Values.image.pullPolicy $ic.image.pullPolicy }}
   {{- if $ic.command }}

@@ -100,7 +100,7 @@ spec:
       {{- include "ringserve.podCommon" . | nindent 6 }}
       containers:
         - name: {{ $c }}
-          image: {{ include "ringserve.image" $root }}
+          image: {{ include "ringserve.image" (dict "root" $root "device" $v.device) }}
           imagePullPolicy: {{ $root.Values.image.pullPolicy }}
           command: ["/opt/ringserve/bin/ringserve-{{ $c }}"]
           args:
