@@ -31,7 +31,8 @@ COPY scripts/setup.sh scripts/setup.sh
 RUN bash scripts/setup.sh --build-only && rm -rf /var/lib/apt/lists/*
 
 COPY . .
-RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF ${CMAKE_ARGS}
+RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF -DRINGSERVE_CPU_ARCH=x86-64-v3 \
+          ${CMAKE_ARGS}
 RUN cmake --build build -j"${BUILD_JOBS:-$(nproc)}" \
       --target ringserve-router ringserve-prefill ringserve-decode ringctl
 
