@@ -589,17 +589,17 @@ void RequestFlow::Write(GenerateResponse message) {
 
 bool RequestFlow::Emit(const std::vector<uint32_t>& tokens) {
   const absl::Time now = Now();
-  if (first_token_time_ == absl::InfinitePast()) {
-    first_token_time_ = now;
-    if (env_->observer != nullptr) env_->observer->FirstToken(now - start_);
-  } else if (env_->observer != nullptr) {
-    env_->observer->InterToken(now - last_token_time_);
-  }
-  last_token_time_ = now;
   GenerateResponse r;
   bool stop = false;
   std::string text;
   for (uint32_t t : tokens) {
+    if (first_token_time_ == absl::InfinitePast()) {
+      first_token_time_ = now;
+      if (env_->observer != nullptr) env_->observer->FirstToken(now - start_);
+    } else if (env_->observer != nullptr) {
+      env_->observer->InterToken(now - last_token_time_);
+    }
+    last_token_time_ = now;
     generated_.push_back(t);
     r.mutable_delta()->add_token_ids(t);
     if (text_ != nullptr) absl::StrAppend(&text, text_->Add(t, &stop));

@@ -169,7 +169,7 @@ TEST_F(FaultTest, ARestartedWorkerRejoinsWithANewEpoch) {
   EXPECT_TRUE(ClusterSettlesIdle(cluster_.get()));
 }
 
-// Overload: the router's admission bound and the decode pool's slots both answer
+// Overload: the router's admission bound and the queue for decode slots both answer
 // RESOURCE_EXHAUSTED, each naming its limit, instead of queueing without bound.
 void ExpectSecondRequestExhausted(const std::string& model_dir,
                                   const std::vector<std::string>& router_args,
@@ -204,10 +204,12 @@ TEST(OverloadTest, AFullRouterAnswersResourceExhausted) {
   ExpectSecondRequestExhausted(dir.path(), {"--max-inflight=1"}, {}, "requests in flight");
 }
 
-TEST(OverloadTest, AFullDecodePoolAnswersResourceExhausted) {
+// A full decode pool queues the request in the router; only past --queue-timeout-ms does it
+// answer RESOURCE_EXHAUSTED, naming the timeout and the workers' last answer.
+TEST(OverloadTest, AFullDecodePoolAnswersResourceExhaustedAfterTheQueueTimeout) {
   TempDir dir;
   MakeDefaultModel(dir.path());
-  ExpectSecondRequestExhausted(dir.path(), {}, {"--max-seqs=1"}, "slot");
+  ExpectSecondRequestExhausted(dir.path(), {"--queue-timeout-ms=300"}, {"--max-seqs=1"}, "slot");
 }
 
 }  // namespace
