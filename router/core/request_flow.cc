@@ -324,6 +324,7 @@ void RequestFlow::StartPrefill(bool refreshed) {
 }
 
 void RequestFlow::OnPrefillEvent(internal::v1::PrefillEvent event) {
+  if (prefill_stream_ == nullptr) return;  // after Done: the call is only being read to its end
   last_life_ = Now();
   if (event.has_progress()) {
     if (request_.prefill_progress() && outstanding_ < options_.client_queue) {
@@ -348,7 +349,9 @@ void RequestFlow::OnPrefillEvent(internal::v1::PrefillEvent event) {
                 << " first_token=" << done.first_token() << " prefill_us=" << done.prefill_us()
                 << " transfer_us=" << done.transfer_us();
   SetState(State::kDecoding);
-  prefill_stream_->Read();  // to its end
+  // The call ends by itself now: read to its end, never cancel it.
+  prefill_stream_->Read();
+  prefill_stream_ = nullptr;
   if (Emit({done.first_token()})) {
     Finish(ringserve::v1::FINISH_REASON_STOP, absl::OkStatus());
     return;
@@ -372,6 +375,7 @@ void RequestFlow::OnPrefillEnd(const absl::Status& status) {
 }
 
 void RequestFlow::OnDecodeEvent(internal::v1::DecodeEvent event) {
+  if (decode_stream_ == nullptr) return;
   decode_read_pending_ = false;
   last_life_ = Now();
   if (event.has_tokens()) {
@@ -388,8 +392,10 @@ void RequestFlow::OnDecodeEvent(internal::v1::DecodeEvent event) {
     ReadDecode();
     return;
   }
-  // The worker ended the sequence and freed its reservation itself.
+  // The worker ended the sequence and freed its reservation itself; its call ends by itself.
   reservation_.reset();
+  decode_stream_->Read();
+  decode_stream_ = nullptr;
   env_->queue->Wake();
   const auto& f = event.finished();
   if (f.reason() == ringserve::v1::FINISH_REASON_ERROR) {

@@ -1,12 +1,18 @@
 #pragma once
 
+#include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "cli/cluster.h"
 #include "gtest/gtest.h"
 #include "ringserve/internal/v1/worker.grpc.pb.h"
@@ -152,6 +158,38 @@ inline bool RouterSeesHealthy(const std::string& router, const std::string& role
     absl::SleepFor(absl::Milliseconds(20));
   }
   return false;
+}
+
+// GET of http://127.0.0.1:PORT/metrics, body only.
+inline std::string Scrape(const std::string& url) {
+  const std::string hostport = url.substr(std::string("http://").size());
+  const int port = std::stoi(hostport.substr(hostport.find(':') + 1));
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  const std::string req = "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
+  EXPECT_EQ(::write(fd, req.data(), req.size()), static_cast<ssize_t>(req.size()));
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof(buf))) > 0) out.append(buf, n);
+  ::close(fd);
+  const size_t body = out.find("\r\n\r\n");
+  return body == std::string::npos ? out : out.substr(body + 4);
+}
+
+// The value of the sample `series` (name with its labels, as printed), or -1.
+inline double Value(const std::string& text, const std::string& series) {
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (absl::StartsWith(line, series + " ")) {
+      double v;
+      if (absl::SimpleAtod(line.substr(series.size() + 1), &v)) return v;
+    }
+  }
+  return -1;
 }
 
 }  // namespace ringserve::testing
