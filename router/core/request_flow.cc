@@ -261,18 +261,10 @@ void RequestFlow::OnReserved(const std::string& address,
   internal::v1::DecodeRequest dreq;
   dreq.set_request_id(request_id_);
   dreq.set_ticket(reservation_->ticket);
-  StreamCallbacks<internal::v1::DecodeEvent> callbacks;
-  const uint64_t a = attempt_;
-  auto self = shared_from_this();
-  callbacks.on_message = [self, a](internal::v1::DecodeEvent e) {
-    self->PostForAttempt(
-        a, [e = std::move(e)](RequestFlow* f) mutable { f->OnDecodeEvent(std::move(e)); });
-  };
-  callbacks.on_end = [self, a](absl::Status s) {
-    self->PostForAttempt(a, [s = std::move(s)](RequestFlow* f) { f->OnDecodeEnd(s); });
-  };
   decode_stream_ = env_->workers->OpenDecode(
-      address, std::move(dreq), std::min(deadline_, Now() + absl::Hours(24)), std::move(callbacks));
+      address, std::move(dreq), std::min(deadline_, Now() + absl::Hours(24)),
+      CallbacksFor<internal::v1::DecodeEvent>(&RequestFlow::OnDecodeEvent,
+                                              &RequestFlow::OnDecodeEnd));
   StartPrefill(/*refreshed=*/false);
 }
 
@@ -306,19 +298,10 @@ void RequestFlow::StartPrefill(bool refreshed) {
   req.set_sample_position(static_cast<uint32_t>(context));
   RS_LOG(kInfo) << "event=prefill_start request_id=" << base::Quote(request_id_)
                 << " prefill=" << prefill_address_ << " tokens=" << context;
-  StreamCallbacks<internal::v1::PrefillEvent> callbacks;
-  const uint64_t a = attempt_;
-  auto self = shared_from_this();
-  callbacks.on_message = [self, a](internal::v1::PrefillEvent e) {
-    self->PostForAttempt(
-        a, [e = std::move(e)](RequestFlow* f) mutable { f->OnPrefillEvent(std::move(e)); });
-  };
-  callbacks.on_end = [self, a](absl::Status s) {
-    self->PostForAttempt(a, [s = std::move(s)](RequestFlow* f) { f->OnPrefillEnd(s); });
-  };
-  prefill_stream_ = env_->workers->StartPrefill(prefill_address_, std::move(req),
-                                                std::min(deadline_, Now() + absl::Hours(24)),
-                                                std::move(callbacks));
+  prefill_stream_ = env_->workers->StartPrefill(
+      prefill_address_, std::move(req), std::min(deadline_, Now() + absl::Hours(24)),
+      CallbacksFor<internal::v1::PrefillEvent>(&RequestFlow::OnPrefillEvent,
+                                               &RequestFlow::OnPrefillEnd));
   prefill_stream_->Read();
   ArmSilenceTimer();
 }

@@ -135,6 +135,23 @@ class RequestFlow : public std::enable_shared_from_this<RequestFlow> {
   void Post(std::function<void(RequestFlow*)> fn);
   // Like Post, also dropped when attempt `attempt` is over.
   void PostForAttempt(uint64_t attempt, std::function<void(RequestFlow*)> fn);
+  // Stream callbacks that post to the handlers for the current attempt.
+  template <typename Event>
+  StreamCallbacks<Event> CallbacksFor(void (RequestFlow::*on_message)(Event),
+                                      void (RequestFlow::*on_end)(const absl::Status&)) {
+    StreamCallbacks<Event> callbacks;
+    auto self = shared_from_this();
+    const uint64_t a = attempt_;
+    callbacks.on_message = [self, a, on_message](Event e) {
+      self->PostForAttempt(a, [e = std::move(e), on_message](RequestFlow* f) mutable {
+        (f->*on_message)(std::move(e));
+      });
+    };
+    callbacks.on_end = [self, a, on_end](absl::Status s) {
+      self->PostForAttempt(a, [s = std::move(s), on_end](RequestFlow* f) { (f->*on_end)(s); });
+    };
+    return callbacks;
+  }
   void SetState(State s);
   absl::Time Now() const;
 

@@ -14,6 +14,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "cli/cluster.h"
+#include "common/model/generate.h"
+#include "common/model/model.h"
 #include "gtest/gtest.h"
 #include "ringserve/internal/v1/worker.grpc.pb.h"
 #include "ringserve/v1/generation.grpc.pb.h"
@@ -87,6 +89,22 @@ inline ringserve::v1::GenerateRequest TokenRequest(const std::vector<uint32_t>& 
   req.mutable_sampling()->set_temperature(temperature);
   if (seed.has_value()) req.mutable_sampling()->set_seed(*seed);
   return req;
+}
+
+// What `model` generates in this process for a token-id request (the reference a cluster's
+// answer must equal).
+inline std::vector<uint32_t> OfflineTokens(model::HybridModel* model,
+                                           const ringserve::v1::GenerateRequest& req) {
+  model::GenerateOptions options;
+  options.max_tokens = req.stopping().max_tokens();
+  options.ignore_eos = true;
+  options.sampling.temperature = req.sampling().temperature();
+  options.sampling.top_k = req.sampling().top_k();
+  options.sampling.seed = req.sampling().seed();
+  std::vector<int32_t> p(req.token_ids().ids().begin(), req.token_ids().ids().end());
+  auto out = model::Generate(model, p, options, nullptr);
+  EXPECT_TRUE(out.ok()) << out.status();
+  return out.ok() ? std::vector<uint32_t>(out->begin(), out->end()) : std::vector<uint32_t>{};
 }
 
 inline std::vector<uint32_t> PromptOf(int n, int salt = 0) {

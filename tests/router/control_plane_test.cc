@@ -9,8 +9,6 @@
 #include <mutex>
 #include <thread>
 
-#include "common/model/generate.h"
-#include "common/model/model.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "tests/router/cluster_fixture.h"
@@ -120,16 +118,7 @@ class ControlPlaneTest : public ::testing::Test {
   }
 
   static std::vector<uint32_t> Offline(const GenerateRequest& req) {
-    model::GenerateOptions options;
-    options.max_tokens = req.stopping().max_tokens();
-    options.ignore_eos = true;
-    options.sampling.temperature = req.sampling().temperature();
-    options.sampling.top_k = req.sampling().top_k();
-    options.sampling.seed = req.sampling().seed();
-    std::vector<int32_t> p(req.token_ids().ids().begin(), req.token_ids().ids().end());
-    auto out = model::Generate(model_, p, options, nullptr);
-    EXPECT_TRUE(out.ok()) << out.status();
-    return std::vector<uint32_t>(out->begin(), out->end());
+    return OfflineTokens(model_, req);
   }
 
   // Starts a cluster whose router serves metrics, with extra router and decode arguments.

@@ -5,8 +5,6 @@
 
 #include <thread>
 
-#include "common/model/generate.h"
-#include "common/model/model.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "tests/router/cluster_fixture.h"
@@ -36,18 +34,9 @@ class FaultTest : public ::testing::Test {
     cluster_ = std::move(*c);
   }
 
-  static std::vector<uint32_t> Offline(const std::vector<uint32_t>& prompt,
+  static std::vector<uint32_t> Offline(const std::vector<uint32_t>&,
                                        const ringserve::v1::GenerateRequest& req) {
-    model::GenerateOptions options;
-    options.max_tokens = req.stopping().max_tokens();
-    options.ignore_eos = true;
-    options.sampling.temperature = req.sampling().temperature();
-    options.sampling.top_k = req.sampling().top_k();
-    options.sampling.seed = req.sampling().seed();
-    std::vector<int32_t> p(prompt.begin(), prompt.end());
-    auto out = model::Generate(model_, p, options, nullptr);
-    EXPECT_TRUE(out.ok()) << out.status();
-    return std::vector<uint32_t>(out->begin(), out->end());
+    return OfflineTokens(model_, req);
   }
 
   // The member of `role` whose own status shows work in flight.
