@@ -2,6 +2,7 @@
 // processes, no threads, no sleeps.
 #include "router/core/request_flow.h"
 
+#include "common/base/logging.h"
 #include "gtest/gtest.h"
 #include "tests/router/core/fakes.h"
 
@@ -209,6 +210,32 @@ TEST_F(RequestFlowTest, CancelWhileAdmitted) {
   offloaded[0]();  // the late tokenization changes nothing
   EXPECT_EQ(client().finishes, 1);
   EXPECT_TRUE(workers_.reserves.empty());
+}
+
+TEST_F(RequestFlowTest, DeadlineWhileAdmitted) {
+  std::vector<std::function<void()>> offloaded;
+  env_.offload = [&](std::function<void()> fn) { offloaded.push_back(std::move(fn)); };
+  ringserve::v1::GenerateRequest r = Request();
+  r.set_text("x");
+  Start(r, absl::Milliseconds(100));
+  timers_.Advance(absl::Milliseconds(100));
+  EXPECT_EQ(client().status.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_NE(client().status.message().find("admitted"), std::string::npos);
+  offloaded[0]();
+  EXPECT_EQ(client().finishes, 1);
+}
+
+TEST_F(RequestFlowTest, ADisconnectedClientEndsAQueuedRequestLikeACancel) {
+  auto flow = Start();
+  workers_.AnswerReserve(absl::ResourceExhaustedError("full"));
+  workers_.AnswerReserve(absl::ResourceExhaustedError("full"));
+  // The adapter reports a vanished client (a failed write, OnDone) as a cancel, possibly twice.
+  flow->OnClientCancelled();
+  flow->OnClientWriteDone();
+  flow->OnClientCancelled();
+  EXPECT_EQ(client().finishes, 1);
+  EXPECT_EQ(queue_.size(), 0u);
+  EXPECT_EQ(observer_.outcomes, std::vector<std::string>{"cancelled"});
 }
 
 TEST_F(RequestFlowTest, CancelWhileQueuedLeavesTheQueue) {
