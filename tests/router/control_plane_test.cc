@@ -9,6 +9,8 @@
 #include <mutex>
 #include <thread>
 
+#include "absl/strings/str_join.h"
+#include "common/base/subprocess.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "tests/router/cluster_fixture.h"
@@ -201,6 +203,27 @@ TEST_F(ControlPlaneTest, VanishingClientsAndExpiredDeadlinesInEveryPhaseLeaveNot
   EXPECT_EQ(p1.Wait().status.error_code(), grpc::StatusCode::CANCELLED);
   AsyncGenerate p2(stub_.get(), TokenRequest(PromptOf(12000, 4), 4), absl::Milliseconds(700));
   EXPECT_EQ(p2.Wait().status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  // Three client processes killed (SIGKILL) while their long prompts are in prefill: the case
+  // that once left the router counting them in flight forever.
+  std::vector<std::unique_ptr<base::Subprocess>> clients;
+  for (int i = 0; i < 3; ++i) {
+    const auto prompt = PromptOf(12000, 40 + i);
+    auto p = base::Subprocess::Start(
+        {std::string(RINGSERVE_BIN_DIR) + "/ringctl", "generate", "--router",
+         cluster_->router_address(), "--prompt-tokens", absl::StrJoin(prompt, ","), "--max-tokens",
+         "4", "--ignore-eos", "--quiet"},
+        false);
+    ASSERT_TRUE(p.ok()) << p.status();
+    clients.push_back(std::move(*p));
+  }
+  const absl::Time prefill_deadline = absl::Now() + absl::Seconds(60);
+  while (Busy("prefill") == nullptr && absl::Now() < prefill_deadline) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  for (auto& c : clients) {
+    ASSERT_TRUE(c->Signal(SIGKILL).ok());
+    ASSERT_TRUE(c->Wait(absl::Seconds(10)).ok());
+  }
 
   ExpectEverythingReleased();
   const Answer after = Generate(cluster_->router_address(), TokenRequest(PromptOf(20, 5), 4));
