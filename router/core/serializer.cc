@@ -9,18 +9,18 @@ void Serializer::Post(std::function<void()> task) {
     if (draining_) return;
     draining_ = true;
   }
+  std::vector<std::function<void()>> batch;
   while (true) {
-    std::function<void()> next;
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (tasks_.empty()) {
         draining_ = false;
         return;
       }
-      next = std::move(tasks_.front());
-      tasks_.pop_front();
+      batch.swap(tasks_);
     }
-    next();
+    for (auto& task : batch) task();
+    batch.clear();
   }
 }
 

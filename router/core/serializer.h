@@ -1,8 +1,8 @@
 #pragma once
 
-#include <deque>
 #include <functional>
 #include <mutex>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 
@@ -18,7 +18,7 @@ class Serializer {
 
  private:
   std::mutex mu_;
-  std::deque<std::function<void()>> tasks_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::function<void()>> tasks_ ABSL_GUARDED_BY(mu_);  // no memory while empty
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
 };
 

@@ -1,6 +1,5 @@
 #include "router/grpc/service.h"
 
-#include <deque>
 #include <mutex>
 #include <optional>
 
@@ -94,7 +93,7 @@ class ClientChannel final : public core::ClientStream {
 
   grpc::CallbackServerContext* const ctx_;  // valid while reactor_ is set
   std::mutex mu_;
-  std::deque<GenerateResponse> queue_ ABSL_GUARDED_BY(mu_);
+  std::vector<GenerateResponse> queue_ ABSL_GUARDED_BY(mu_);  // a few messages at most
   GenerateResponse current_;  // the message being written; touched only while writing_
   GenerateReactor* reactor_ ABSL_GUARDED_BY(mu_) = nullptr;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
@@ -152,7 +151,7 @@ void ClientChannel::Pump() {
     if (writing_ || reactor == nullptr || finished_) return;
     if (!queue_.empty() && !cancelled_) {
       current_ = std::move(queue_.front());
-      queue_.pop_front();
+      queue_.erase(queue_.begin());
       writing_ = true;
       action = kWrite;
     } else if (closed_ || cancelled_) {
