@@ -17,6 +17,7 @@
 #include "common/model/generate.h"
 #include "common/model/model.h"
 #include "gtest/gtest.h"
+#include "kernels/cpu/cpu_backend.h"
 #include "ringserve/internal/v1/worker.grpc.pb.h"
 #include "ringserve/v1/generation.grpc.pb.h"
 #include "tests/common/model/test_model_dir.h"
@@ -91,21 +92,42 @@ inline ringserve::v1::GenerateRequest TokenRequest(const std::vector<uint32_t>& 
   return req;
 }
 
-// What `model` generates in this process for a token-id request (the reference a cluster's
-// answer must equal).
-inline std::vector<uint32_t> OfflineTokens(model::HybridModel* model,
-                                           const ringserve::v1::GenerateRequest& req) {
-  model::GenerateOptions options;
-  options.max_tokens = req.stopping().max_tokens();
-  options.ignore_eos = true;
-  options.sampling.temperature = req.sampling().temperature();
-  options.sampling.top_k = req.sampling().top_k();
-  options.sampling.seed = req.sampling().seed();
-  std::vector<int32_t> p(req.token_ids().ids().begin(), req.token_ids().ids().end());
-  auto out = model::Generate(model, p, options, nullptr);
-  EXPECT_TRUE(out.ok()) << out.status();
-  return out.ok() ? std::vector<uint32_t>(out->begin(), out->end()) : std::vector<uint32_t>{};
-}
+// A suite that writes the default model once and loads it in this process: the reference
+// every cluster answer is compared with.
+class ReferenceModelTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir();
+    MakeDefaultModel(dir_->path());
+    backend_ = new kernels::CpuBackend(1);
+    auto m = model::HybridModel::Load(dir_->path(), backend_, {});
+    ASSERT_TRUE(m.ok()) << m.status();
+    model_ = m->release();
+  }
+  static void TearDownTestSuite() {
+    delete model_;
+    delete backend_;
+    delete dir_;
+  }
+
+  // What the model generates in this process for a token-id request.
+  static std::vector<uint32_t> Offline(const ringserve::v1::GenerateRequest& req) {
+    model::GenerateOptions options;
+    options.max_tokens = req.stopping().max_tokens();
+    options.ignore_eos = true;
+    options.sampling.temperature = req.sampling().temperature();
+    options.sampling.top_k = req.sampling().top_k();
+    options.sampling.seed = req.sampling().seed();
+    std::vector<int32_t> p(req.token_ids().ids().begin(), req.token_ids().ids().end());
+    auto out = model::Generate(model_, p, options, nullptr);
+    EXPECT_TRUE(out.ok()) << out.status();
+    return out.ok() ? std::vector<uint32_t>(out->begin(), out->end()) : std::vector<uint32_t>{};
+  }
+
+  static inline TempDir* dir_ = nullptr;
+  static inline kernels::CpuBackend* backend_ = nullptr;
+  static inline model::HybridModel* model_ = nullptr;
+};
 
 inline std::vector<uint32_t> PromptOf(int n, int salt = 0) {
   std::vector<uint32_t> t(n);

@@ -12,7 +12,6 @@
 #include "absl/strings/str_join.h"
 #include "common/base/subprocess.h"
 #include "gtest/gtest.h"
-#include "kernels/cpu/cpu_backend.h"
 #include "tests/router/cluster_fixture.h"
 
 namespace ringserve::testing {
@@ -103,26 +102,8 @@ bool RouterMetricSettles(const std::string& url, const std::string& series, doub
   return true;
 }
 
-class ControlPlaneTest : public ::testing::Test {
+class ControlPlaneTest : public ReferenceModelTest {
  protected:
-  static void SetUpTestSuite() {
-    dir_ = new TempDir();
-    MakeDefaultModel(dir_->path());
-    backend_ = new kernels::CpuBackend(1);
-    auto m = model::HybridModel::Load(dir_->path(), backend_, {});
-    ASSERT_TRUE(m.ok()) << m.status();
-    model_ = m->release();
-  }
-  static void TearDownTestSuite() {
-    delete model_;
-    delete backend_;
-    delete dir_;
-  }
-
-  static std::vector<uint32_t> Offline(const GenerateRequest& req) {
-    return OfflineTokens(model_, req);
-  }
-
   // Starts a cluster whose router serves metrics, with extra router and decode arguments.
   void StartCluster(int prefill, int decode, std::vector<std::string> router_args,
                     std::vector<std::string> decode_args = {}) {
@@ -155,15 +136,9 @@ class ControlPlaneTest : public ::testing::Test {
     EXPECT_TRUE(RouterMetricSettles(RouterMetrics(), "ringserve_router_queued_requests", 0));
   }
 
-  static TempDir* dir_;
-  static kernels::CpuBackend* backend_;
-  static model::HybridModel* model_;
   std::unique_ptr<cli::LocalCluster> cluster_;
   std::unique_ptr<ringserve::v1::Generation::Stub> stub_;
 };
-TempDir* ControlPlaneTest::dir_ = nullptr;
-kernels::CpuBackend* ControlPlaneTest::backend_ = nullptr;
-model::HybridModel* ControlPlaneTest::model_ = nullptr;
 
 TEST_F(ControlPlaneTest, VanishingClientsAndExpiredDeadlinesInEveryPhaseLeaveNothingBehind) {
   // One slot per decode worker: two long streams fill the pool, so later requests queue.
