@@ -478,6 +478,7 @@ void RequestFlow::ReadDecode() {
     // The client is behind: stop reading, so the decode worker holds the sequence back.
     if (!paused_) {
       paused_ = true;
+      paused_since_ = Now();
       stall_timer_ = env_->timers->At(
           Now() + options_.client_timeout, [self = shared_from_this(), a = attempt_.load()] {
             self->PostForAttempt(a, [](RequestFlow* f) { f->OnClientStalled(); });
@@ -491,8 +492,9 @@ void RequestFlow::ReadDecode() {
 }
 
 void RequestFlow::OnClientStalled() {
+  // A timer of an earlier pause may fire after the client caught up and fell behind again.
+  if (!paused_ || Now() - paused_since_ < options_.client_timeout) return;
   stall_timer_ = 0;
-  if (!paused_) return;
   Finish(ringserve::v1::FINISH_REASON_ERROR,
          absl::DeadlineExceededError(absl::StrCat(
              "the client read nothing for ", absl::ToInt64Milliseconds(options_.client_timeout),
@@ -507,7 +509,11 @@ void RequestFlow::EnterQueue(bool front) {
     queue_timer_ =
         env_->timers->At(queued_at_ + options_.queue_timeout, [self = shared_from_this()] {
           self->Post([](RequestFlow* f) {
-            if (f->finished_) return;
+            // A timer of an earlier wait may fire after the request was placed.
+            if (f->finished_ || f->queue_timer_ == 0 ||
+                f->Now() - f->queued_at_ < f->options_.queue_timeout) {
+              return;
+            }
             f->Finish(ringserve::v1::FINISH_REASON_ERROR,
                       absl::ResourceExhaustedError(absl::StrCat(
                           "no decode worker had room for ",

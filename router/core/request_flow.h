@@ -227,7 +227,8 @@ class RequestFlow : public std::enable_shared_from_this<RequestFlow> {
   Timers::Id queue_timer_ = 0;
   Timers::Id silence_timer_ = 0;
   Timers::Id stall_timer_ = 0;
-  absl::Time last_life_ = absl::InfinitePast();  // last message of the watched stream
+  absl::Time paused_since_ = absl::InfinitePast();  // when the decode reads last paused
+  absl::Time last_life_ = absl::InfinitePast();     // last message of the watched stream
 };
 
 }  // namespace ringserve::router::core

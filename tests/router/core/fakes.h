@@ -18,7 +18,12 @@ class FakeTimers : public Timers {
     timers_[id] = {at, std::move(fn)};
     return id;
   }
-  void Cancel(Id id) override { timers_.erase(id); }
+  // With late_cancel, Cancel does nothing: the timer behaves as if it had already fired and its
+  // event were on its way (the race a real timer thread allows).
+  void Cancel(Id id) override {
+    if (!late_cancel) timers_.erase(id);
+  }
+  bool late_cancel = false;
   // Moves time forward, running every timer that falls due in order.
   void Advance(absl::Duration d) {
     const absl::Time until = now_ + d;

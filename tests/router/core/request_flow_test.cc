@@ -41,6 +41,7 @@ DecodeEvent Finished(ringserve::v1::FinishReason reason) {
 class RequestFlowTest : public ::testing::Test {
  protected:
   RequestFlowTest() : prefill_("prefill", {"p0", "p1"}), decode_("decode", {"d0", "d1"}) {
+    base::SetLogLevel(base::LogLevel::kWarning);
     env_.options.limits.vocab_size = 1000;
     env_.options.limits.max_context = 4096;
     env_.options.limits.max_new_tokens = 1024;
@@ -756,6 +757,39 @@ TEST_F(RequestFlowTest, AClientThatCatchesUpInTimeKeepsItsRequest) {
   EXPECT_EQ(flow->state(), State::kDecoding);
   EXPECT_EQ(client().finishes, 0);
   EXPECT_TRUE(workers_.decodes[0]->Send(Tokens({104})));
+}
+
+// ---- Timers whose cancel came too late ----
+
+TEST_F(RequestFlowTest, AQueueTimerThatFiresAfterPlacementIsIgnored) {
+  env_.options.worker_timeout = absl::Hours(1);
+  timers_.late_cancel = true;
+  auto flow = Start();
+  workers_.AnswerReserve(absl::ResourceExhaustedError("full"));
+  workers_.AnswerReserve(absl::ResourceExhaustedError("full"));
+  timers_.Advance(absl::Seconds(10));
+  queue_.Wake();
+  workers_.AnswerReserve("t1");  // placed; the cancel of the queue timer is too late
+  timers_.Advance(absl::Seconds(20));
+  EXPECT_EQ(flow->state(), State::kPrefilling);
+  EXPECT_EQ(client().finishes, 0);
+}
+
+TEST_F(RequestFlowTest, AStallTimerOfAnEarlierPauseDoesNotEndTheRequest) {
+  env_.options.worker_timeout = absl::Hours(1);
+  timers_.late_cancel = true;
+  auto flow = Start();
+  client().auto_ack = false;
+  workers_.AnswerReserve("t1");
+  ASSERT_TRUE(workers_.prefills[0]->Send(Done(100)));
+  for (uint32_t t = 101; t < 104; ++t) ASSERT_TRUE(workers_.decodes[0]->Send(Tokens({t})));
+  timers_.Advance(absl::Seconds(29));
+  client().Ack(1);  // resumes; then falls behind again at once
+  ASSERT_TRUE(workers_.decodes[0]->Send(Tokens({104})));
+  timers_.Advance(absl::Seconds(2));  // the first pause's timer fires now
+  EXPECT_EQ(flow->state(), State::kDecoding);
+  timers_.Advance(absl::Seconds(28));  // the second pause's timer
+  EXPECT_TRUE(client().aborted);
 }
 
 // ---- Admission and the serializer ----
