@@ -1,5 +1,5 @@
 // The router's control plane with real processes on loopback: clients that vanish and deadlines
-// that expire while a request is queued, prefilling or decoding leave nothing behind on any
+// that expire while a request is queued, prefilling, transferring or decoding leave nothing on any
 // process; hung (SIGSTOP) workers are routed around with the same output; a burst larger than
 // the decode slots queues in the router and is served; a client that never reads costs bounded
 // memory and loses its request with a clear status.
@@ -178,6 +178,18 @@ TEST_F(ControlPlaneTest, VanishingClientsAndExpiredDeadlinesInEveryPhaseLeaveNot
   EXPECT_EQ(p1.Wait().status.error_code(), grpc::StatusCode::CANCELLED);
   AsyncGenerate p2(stub_.get(), TokenRequest(PromptOf(12000, 4), 4), absl::Milliseconds(700));
   EXPECT_EQ(p2.Wait().status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  // Transferring: the decode worker that is to receive a prompt's state stops (SIGSTOP) while
+  // the prefill worker pushes to it, and the client goes away during that transfer.
+  auto pushed = TokenRequest(PromptOf(12000, 5), 4);
+  pushed.set_prefill_progress(true);
+  AsyncGenerate p3(stub_.get(), pushed, absl::Minutes(3));
+  ASSERT_TRUE(p3.WaitFor(1, 1, absl::Seconds(60)));
+  auto* receiver = Busy("decode");
+  ASSERT_NE(receiver, nullptr);
+  ASSERT_TRUE(receiver->process->Signal(SIGSTOP).ok());
+  p3.Cancel();
+  EXPECT_EQ(p3.Wait().status.error_code(), grpc::StatusCode::CANCELLED);
+  ASSERT_TRUE(receiver->process->Signal(SIGCONT).ok());
   // Three client processes killed (SIGKILL) while their long prompts are in prefill: the case
   // that once left the router counting them in flight forever.
   std::vector<std::unique_ptr<base::Subprocess>> clients;
