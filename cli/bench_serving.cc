@@ -19,6 +19,7 @@
 #include "common/base/flags.h"
 #include "common/base/mapped_file.h"
 #include "common/base/status_macros.h"
+#include "common/base/subprocess.h"
 #include "common/rpc/server.h"
 #include "common/rpc/status.h"
 #include "nlohmann/json.hpp"
@@ -95,6 +96,9 @@ absl::Status Bench(const std::vector<std::string>& args) {
   flags.String("samples-out", "",
                "also write every measured request's TTFT, inter-token latencies, TPOT and "
                "end-to-end time (ms) to this JSON file");
+  flags.String("router-pid", "0",
+               "pid of a router on this machine: report its threads and resident memory, idle "
+               "and at the peak of the run, and the memory per open stream");
   flags.Bool("json", false, "print one JSON object");
   RETURN_IF_ERROR(flags.Parse(args));
   ASSIGN_OR_RETURN(const int64_t requests, flags.GetInt("requests"));
@@ -107,6 +111,7 @@ absl::Status Bench(const std::vector<std::string>& args) {
   ASSIGN_OR_RETURN(const double slo_ttft, flags.GetDouble("slo-ttft-ms"));
   ASSIGN_OR_RETURN(const double slo_itl, flags.GetDouble("slo-itl-ms"));
   ASSIGN_OR_RETURN(const int64_t seed, flags.GetInt("seed"));
+  ASSIGN_OR_RETURN(const int64_t router_pid, flags.GetInt("router-pid"));
   if (requests < 1 || concurrency < 1 || input_len < 1 || output_len < 1) {
     return absl::InvalidArgumentError(
         "--requests, --concurrency, --input-len and --output-len must be positive");
@@ -133,6 +138,22 @@ absl::Status Bench(const std::vector<std::string>& args) {
   for (int64_t i = 0; i < requests; ++i) prompts.push_back(prompt());
   std::vector<Sample> samples(requests);
   std::atomic<int64_t> next{0};
+  // The router's threads and memory: idle now, and the largest seen while the streams run.
+  const base::ProcessUsage router_idle =
+      router_pid > 0 ? base::UsageOf(static_cast<pid_t>(router_pid)) : base::ProcessUsage{};
+  base::ProcessUsage router_peak = router_idle;
+  std::atomic<bool> running{true};
+  std::thread sampler;
+  if (router_pid > 0) {
+    sampler = std::thread([&] {
+      while (running) {
+        const base::ProcessUsage u = base::UsageOf(static_cast<pid_t>(router_pid));
+        router_peak.rss_kib = std::max(router_peak.rss_kib, u.rss_kib);
+        router_peak.threads = std::max(router_peak.threads, u.threads);
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+    });
+  }
   const auto start = Clock::now();
   std::vector<std::thread> threads;
   if (rate <= 0) {
@@ -153,6 +174,8 @@ absl::Status Bench(const std::vector<std::string>& args) {
   }
   for (auto& t : threads) t.join();
   const double wall = std::chrono::duration<double>(Clock::now() - start).count();
+  running = false;
+  if (sampler.joinable()) sampler.join();
 
   std::vector<double> ttft, itl, tpot, e2e, transfer;
   int64_t ok = 0, good = 0, out_tokens = 0, in_tokens = 0;
@@ -189,6 +212,15 @@ absl::Status Bench(const std::vector<std::string>& args) {
     std::vector<double> ms(*v);
     for (double& x : ms) x *= 1e3;
     samples_json[name] = ms;
+  }
+  if (router_pid > 0) {
+    const int64_t streams = rate <= 0 ? std::min(concurrency, requests) : requests;
+    out["router_threads_idle"] = router_idle.threads;
+    out["router_threads_peak"] = router_peak.threads;
+    out["router_rss_idle_kib"] = router_idle.rss_kib;
+    out["router_rss_peak_kib"] = router_peak.rss_kib;
+    out["router_rss_kib_per_open_stream"] =
+        static_cast<double>(router_peak.rss_kib - router_idle.rss_kib) / streams;
   }
   if (!flags.Get("samples-out").empty()) {
     RETURN_IF_ERROR(base::WriteStringToFile(flags.Get("samples-out"), samples_json.dump()));

@@ -8,7 +8,9 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 
@@ -149,6 +151,23 @@ void NotifyReady(int fd, const std::string& line) {
   const std::string text = line + "\n";
   [[maybe_unused]] ssize_t n = ::write(fd, text.data(), text.size());
   ::close(fd);
+}
+
+ProcessUsage UsageOf(pid_t pid) {
+  ProcessUsage u;
+  std::ifstream in(absl::StrCat("/proc/", pid, "/status"));
+  std::string line;
+  while (std::getline(in, line)) {
+    for (auto [name, out] : {std::pair{"VmRSS:", &u.rss_kib}, std::pair{"VmHWM:", &u.hwm_kib},
+                             std::pair{"Threads:", &u.threads}}) {
+      if (line.rfind(name, 0) != 0) continue;
+      std::string v = line.substr(std::string(name).size());
+      std::erase_if(v, [](char c) { return c < '0' || c > '9'; });
+      int64_t n;
+      if (absl::SimpleAtoi(v, &n)) *out = n;
+    }
+  }
+  return u;
 }
 
 }  // namespace ringserve::base

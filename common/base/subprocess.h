@@ -44,4 +44,12 @@ class Subprocess {
 // Writes `line` to fd `fd` and closes it (the server side of --ready-fd). fd < 0 does nothing.
 void NotifyReady(int fd, const std::string& line);
 
+// What /proc/PID/status says of a process's memory and threads; -1 where unreadable.
+struct ProcessUsage {
+  int64_t rss_kib = -1;  // VmRSS
+  int64_t hwm_kib = -1;  // VmHWM (peak RSS)
+  int64_t threads = -1;
+};
+ProcessUsage UsageOf(pid_t pid);
+
 }  // namespace ringserve::base

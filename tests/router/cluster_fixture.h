@@ -1,14 +1,23 @@
 #pragma once
 
+#include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "cli/cluster.h"
+#include "common/model/generate.h"
+#include "common/model/model.h"
 #include "gtest/gtest.h"
+#include "kernels/cpu/cpu_backend.h"
 #include "ringserve/internal/v1/worker.grpc.pb.h"
 #include "ringserve/v1/generation.grpc.pb.h"
 #include "tests/common/model/test_model_dir.h"
@@ -83,6 +92,43 @@ inline ringserve::v1::GenerateRequest TokenRequest(const std::vector<uint32_t>& 
   return req;
 }
 
+// A suite that writes the default model once and loads it in this process: the reference
+// every cluster answer is compared with.
+class ReferenceModelTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir();
+    MakeDefaultModel(dir_->path());
+    backend_ = new kernels::CpuBackend(1);
+    auto m = model::HybridModel::Load(dir_->path(), backend_, {});
+    ASSERT_TRUE(m.ok()) << m.status();
+    model_ = m->release();
+  }
+  static void TearDownTestSuite() {
+    delete model_;
+    delete backend_;
+    delete dir_;
+  }
+
+  // What the model generates in this process for a token-id request.
+  static std::vector<uint32_t> Offline(const ringserve::v1::GenerateRequest& req) {
+    model::GenerateOptions options;
+    options.max_tokens = req.stopping().max_tokens();
+    options.ignore_eos = true;
+    options.sampling.temperature = req.sampling().temperature();
+    options.sampling.top_k = req.sampling().top_k();
+    options.sampling.seed = req.sampling().seed();
+    std::vector<int32_t> p(req.token_ids().ids().begin(), req.token_ids().ids().end());
+    auto out = model::Generate(model_, p, options, nullptr);
+    EXPECT_TRUE(out.ok()) << out.status();
+    return out.ok() ? std::vector<uint32_t>(out->begin(), out->end()) : std::vector<uint32_t>{};
+  }
+
+  static inline TempDir* dir_ = nullptr;
+  static inline kernels::CpuBackend* backend_ = nullptr;
+  static inline model::HybridModel* model_ = nullptr;
+};
+
 inline std::vector<uint32_t> PromptOf(int n, int salt = 0) {
   std::vector<uint32_t> t(n);
   for (int i = 0; i < n; ++i) t[i] = static_cast<uint32_t>((i * 7919 + salt * 104729 + 17) % 900);
@@ -152,6 +198,38 @@ inline bool RouterSeesHealthy(const std::string& router, const std::string& role
     absl::SleepFor(absl::Milliseconds(20));
   }
   return false;
+}
+
+// GET of http://127.0.0.1:PORT/metrics, body only.
+inline std::string Scrape(const std::string& url) {
+  const std::string hostport = url.substr(std::string("http://").size());
+  const int port = std::stoi(hostport.substr(hostport.find(':') + 1));
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  const std::string req = "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
+  EXPECT_EQ(::write(fd, req.data(), req.size()), static_cast<ssize_t>(req.size()));
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof(buf))) > 0) out.append(buf, n);
+  ::close(fd);
+  const size_t body = out.find("\r\n\r\n");
+  return body == std::string::npos ? out : out.substr(body + 4);
+}
+
+// The value of the sample `series` (name with its labels, as printed), or -1.
+inline double Value(const std::string& text, const std::string& series) {
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (absl::StartsWith(line, series + " ")) {
+      double v;
+      if (absl::SimpleAtod(line.substr(series.size() + 1), &v)) return v;
+    }
+  }
+  return -1;
 }
 
 }  // namespace ringserve::testing

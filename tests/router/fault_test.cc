@@ -5,49 +5,18 @@
 
 #include <thread>
 
-#include "common/model/generate.h"
-#include "common/model/model.h"
 #include "gtest/gtest.h"
-#include "kernels/cpu/cpu_backend.h"
 #include "tests/router/cluster_fixture.h"
 
 namespace ringserve::testing {
 namespace {
 
-class FaultTest : public ::testing::Test {
+class FaultTest : public ReferenceModelTest {
  protected:
-  static void SetUpTestSuite() {
-    dir_ = new TempDir();
-    MakeDefaultModel(dir_->path());
-    backend_ = new kernels::CpuBackend(1);
-    auto m = model::HybridModel::Load(dir_->path(), backend_, {});
-    ASSERT_TRUE(m.ok()) << m.status();
-    model_ = m->release();
-  }
-  static void TearDownTestSuite() {
-    delete model_;
-    delete backend_;
-    delete dir_;
-  }
-
   void SetUp() override {
     auto c = cli::LocalCluster::Start(ClusterOptions(dir_->path(), 2, 2));
     ASSERT_TRUE(c.ok()) << c.status();
     cluster_ = std::move(*c);
-  }
-
-  static std::vector<uint32_t> Offline(const std::vector<uint32_t>& prompt,
-                                       const ringserve::v1::GenerateRequest& req) {
-    model::GenerateOptions options;
-    options.max_tokens = req.stopping().max_tokens();
-    options.ignore_eos = true;
-    options.sampling.temperature = req.sampling().temperature();
-    options.sampling.top_k = req.sampling().top_k();
-    options.sampling.seed = req.sampling().seed();
-    std::vector<int32_t> p(prompt.begin(), prompt.end());
-    auto out = model::Generate(model_, p, options, nullptr);
-    EXPECT_TRUE(out.ok()) << out.status();
-    return std::vector<uint32_t>(out->begin(), out->end());
   }
 
   // The member of `role` whose own status shows work in flight.
@@ -91,14 +60,8 @@ class FaultTest : public ::testing::Test {
     return a;
   }
 
-  static TempDir* dir_;
-  static kernels::CpuBackend* backend_;
-  static model::HybridModel* model_;
   std::unique_ptr<cli::LocalCluster> cluster_;
 };
-TempDir* FaultTest::dir_ = nullptr;
-kernels::CpuBackend* FaultTest::backend_ = nullptr;
-model::HybridModel* FaultTest::model_ = nullptr;
 
 TEST_F(FaultTest, DecodeWorkerDeathMidGenerationMigratesTheStream) {
   for (float temperature : {0.0f, 0.8f}) {
@@ -109,7 +72,7 @@ TEST_F(FaultTest, DecodeWorkerDeathMidGenerationMigratesTheStream) {
     const Answer a = RunAndKill(req, "decode", /*on_progress=*/false, 5, &killed);
     ASSERT_TRUE(a.status.ok()) << a.status.error_message();
     ASSERT_FALSE(killed.empty()) << "no decode worker was busy";
-    EXPECT_EQ(a.ids, Offline(prompt, req)) << "temperature " << temperature;
+    EXPECT_EQ(a.ids, Offline(req)) << "temperature " << temperature;
     EXPECT_TRUE(ClusterSettlesIdle(cluster_.get()));
     // Bring the pool back to two workers for the next round.
     for (auto& m : cluster_->members()) {
@@ -130,7 +93,7 @@ TEST_F(FaultTest, PrefillWorkerDeathMidPrefillIsRetriedElsewhere) {
   const Answer a = RunAndKill(req, "prefill", /*on_progress=*/true, 1, &killed);
   ASSERT_TRUE(a.status.ok()) << a.status.error_message();
   ASSERT_FALSE(killed.empty()) << "no prefill worker was busy";
-  EXPECT_EQ(a.ids, Offline(prompt, req));
+  EXPECT_EQ(a.ids, Offline(req));
   EXPECT_TRUE(ClusterSettlesIdle(cluster_.get()));
 }
 
@@ -164,12 +127,12 @@ TEST_F(FaultTest, ARestartedWorkerRejoinsWithANewEpoch) {
     const auto req = TokenRequest(prompt, 5);
     const Answer a = Generate(cluster_->router_address(), req);
     ASSERT_TRUE(a.status.ok()) << a.status.error_message();
-    EXPECT_EQ(a.ids, Offline(prompt, req));
+    EXPECT_EQ(a.ids, Offline(req));
   }
   EXPECT_TRUE(ClusterSettlesIdle(cluster_.get()));
 }
 
-// Overload: the router's admission bound and the decode pool's slots both answer
+// Overload: the router's admission bound and the queue for decode slots both answer
 // RESOURCE_EXHAUSTED, each naming its limit, instead of queueing without bound.
 void ExpectSecondRequestExhausted(const std::string& model_dir,
                                   const std::vector<std::string>& router_args,
@@ -204,10 +167,12 @@ TEST(OverloadTest, AFullRouterAnswersResourceExhausted) {
   ExpectSecondRequestExhausted(dir.path(), {"--max-inflight=1"}, {}, "requests in flight");
 }
 
-TEST(OverloadTest, AFullDecodePoolAnswersResourceExhausted) {
+// A full decode pool queues the request in the router; only past --queue-timeout-ms does it
+// answer RESOURCE_EXHAUSTED, naming the timeout and the workers' last answer.
+TEST(OverloadTest, AFullDecodePoolAnswersResourceExhaustedAfterTheQueueTimeout) {
   TempDir dir;
   MakeDefaultModel(dir.path());
-  ExpectSecondRequestExhausted(dir.path(), {}, {"--max-seqs=1"}, "slot");
+  ExpectSecondRequestExhausted(dir.path(), {"--queue-timeout-ms=300"}, {"--max-seqs=1"}, "slot");
 }
 
 }  // namespace

@@ -150,7 +150,7 @@ TEST_F(HostileInputTest, TokenizeCountsAgainstTheInflightBound) {
   ringserve::v1::TokenizeResponse ids;
   const grpc::Status s = Tokenize(t, &ids, (*full)->router_address());
   EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
-  EXPECT_EQ(s.error_message(), "router has 0 requests in flight; the limit is 0");
+  EXPECT_EQ(s.error_message(), "router has 0 requests in flight; the limit is 0 (--max-inflight)");
 }
 
 TEST_F(HostileInputTest, CostlyChatIsRefusedBeforeTokenizing) {

@@ -1,53 +1,15 @@
 // Operators' view: Prometheus metrics of a running cluster move as requests flow, and ringctl
 // status reports each worker's health, also after one is killed.
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <regex>
 
-#include "absl/strings/numbers.h"
-#include "absl/strings/str_split.h"
 #include "common/base/mapped_file.h"
 #include "gtest/gtest.h"
 #include "tests/router/cluster_fixture.h"
 
 namespace ringserve::testing {
 namespace {
-
-// GET of http://127.0.0.1:PORT/metrics, body only.
-std::string Scrape(const std::string& url) {
-  const std::string hostport = url.substr(std::string("http://").size());
-  const int port = std::stoi(hostport.substr(hostport.find(':') + 1));
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  const std::string req = "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
-  EXPECT_EQ(::write(fd, req.data(), req.size()), static_cast<ssize_t>(req.size()));
-  std::string out;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::read(fd, buf, sizeof(buf))) > 0) out.append(buf, n);
-  ::close(fd);
-  const size_t body = out.find("\r\n\r\n");
-  return body == std::string::npos ? out : out.substr(body + 4);
-}
-
-// The value of the sample `series` (name with its labels, as printed), or -1.
-double Value(const std::string& text, const std::string& series) {
-  for (absl::string_view line : absl::StrSplit(text, '\n')) {
-    if (absl::StartsWith(line, series + " ")) {
-      double v;
-      if (absl::SimpleAtod(line.substr(series.size() + 1), &v)) return v;
-    }
-  }
-  return -1;
-}
 
 TEST(MetricsTest, CountersGaugesAndHistogramsMoveWithRequests) {
   TempDir dir;

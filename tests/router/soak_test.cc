@@ -71,31 +71,6 @@ Spec MakeSpec(int j) {
   return s;
 }
 
-// VmRSS and VmHWM of a process, in KiB, and its thread count (-1 when unreadable).
-struct Memory {
-  int64_t rss_kib = -1;
-  int64_t hwm_kib = -1;
-  int64_t threads = -1;
-};
-Memory MemoryOf(pid_t pid) {
-  Memory m;
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    auto field = [&](const char* name, int64_t* out) {
-      if (line.rfind(name, 0) != 0) return;
-      std::string v = line.substr(std::string(name).size());
-      v.erase(std::remove_if(v.begin(), v.end(), [](char c) { return !isdigit(c); }), v.end());
-      int64_t kib;
-      if (absl::SimpleAtoi(v, &kib)) *out = kib;
-    };
-    field("VmRSS:", &m.rss_kib);
-    field("VmHWM:", &m.hwm_kib);
-    field("Threads:", &m.threads);
-  }
-  return m;
-}
-
 double Percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0;
   const size_t k = std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())));
@@ -249,13 +224,13 @@ TEST_F(SoakTest, TwoHundredStreamsZeroErrorsFlatMemoryIdleAtTheEnd) {
   std::vector<cli::LocalCluster::Member*> members;
   for (auto& m : cluster->members()) members.push_back(&m);
   auto sample = [&] {
-    std::vector<Memory> out;
-    for (auto* m : members) out.push_back(MemoryOf(m->process->pid()));
+    std::vector<base::ProcessUsage> out;
+    for (auto* m : members) out.push_back(base::UsageOf(m->process->pid()));
     return out;
   };
 
-  std::vector<Memory> idle[3];  // after the warm-up, after half 0, after half 1
-  absl::Duration elapsed;       // of the two halves, without the pauses between them
+  std::vector<base::ProcessUsage> idle[3];  // after the warm-up, after half 0, after half 1
+  absl::Duration elapsed;                   // of the two halves, without the pauses between them
   for (int h = 0; h < 2; ++h) {
     arrived[h]->wait();
     EXPECT_TRUE(ClusterSettlesIdle(cluster));
@@ -272,8 +247,8 @@ TEST_F(SoakTest, TwoHundredStreamsZeroErrorsFlatMemoryIdleAtTheEnd) {
   }
   EXPECT_TRUE(ClusterSettlesIdle(cluster));
   idle[2] = sample();
-  const std::vector<Memory>& before = idle[0];
-  const std::vector<Memory>& after = idle[2];
+  const std::vector<base::ProcessUsage>& before = idle[0];
+  const std::vector<base::ProcessUsage>& after = idle[2];
 
   // Zero errors.
   int64_t requests = 0, second_half_requests = 0, tokens = 0, errors = 0;
@@ -319,7 +294,7 @@ TEST_F(SoakTest, TwoHundredStreamsZeroErrorsFlatMemoryIdleAtTheEnd) {
   //    ~3.4 KiB each, alive through a shared_ptr cycle between its stream sink and request
   //    flow) grew the router +6.3 MiB in the second half and +15 MiB overall: it fails both.
   //    A longer RINGSERVE_SOAK_SECONDS makes the second check proportionally sharper.
-  const std::vector<Memory>& middle = idle[1];
+  const std::vector<base::ProcessUsage>& middle = idle[1];
   std::vector<std::string> memory_lines;
   for (size_t i = 0; i < members.size(); ++i) {
     const auto* m = members[i];

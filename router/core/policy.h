@@ -3,9 +3,9 @@
 #include <string>
 #include <vector>
 
-#include "router/worker_pool.h"
+#include "router/core/worker_directory.h"
 
-namespace ringserve::router {
+namespace ringserve::router::core {
 
 // Orders the healthy workers of a pool for a new request; the router tries them in that order.
 // Implementations are stateless and thread-safe.
@@ -24,4 +24,4 @@ class LoadPolicy : public Policy {
   std::vector<std::string> RankDecode(const std::vector<WorkerView>& workers) const override;
 };
 
-}  // namespace ringserve::router
+}  // namespace ringserve::router::core

@@ -1,9 +1,9 @@
-#include "router/policy.h"
+#include "router/core/policy.h"
 
 #include <algorithm>
 #include <tuple>
 
-namespace ringserve::router {
+namespace ringserve::router::core {
 namespace {
 
 template <typename Key>
@@ -36,4 +36,4 @@ std::vector<std::string> LoadPolicy::RankDecode(const std::vector<WorkerView>& w
   });
 }
 
-}  // namespace ringserve::router
+}  // namespace ringserve::router::core
