@@ -152,7 +152,8 @@ absl::Status Main(const std::vector<std::string>& args) {
       rpc::GrpcServer::Start(flags.Get("host"), static_cast<int>(port), tls,
                              /*require_client_cert=*/false,
                              {static_cast<ringserve::v1::Generation::CallbackService*>(&service),
-                              static_cast<ringserve::v1::Admin::CallbackService*>(&service)}));
+                              static_cast<ringserve::v1::Admin::CallbackService*>(&service)},
+                             env.options.limits.max_request_bytes));
   server->SetReady(true);
   RS_LOG(kInfo) << "event=listening port=" << server->port() << " metrics_port=" << metrics->port();
   ASSIGN_OR_RETURN(const int64_t ready_fd, flags.GetInt("ready-fd"));

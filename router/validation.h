@@ -31,6 +31,9 @@ struct RouterLimits {
   uint32_t max_tool_calls = 128;       // tool calls of one message
   int max_json_depth = 64;             // nesting of each tools_json and arguments_json
   uint32_t max_json_values = 100'000;  // values of all of a request's JSON together
+  // A whole request message, refused by gRPC before it is parsed: room for a prompt of
+  // max_prompt_bytes (or 128K token ids) and the rest of the request.
+  int max_request_bytes = 16 << 20;
 };
 
 // Checks a Generate request against the limits without tokenizing (token ids are checked here;

@@ -74,7 +74,7 @@ class MalformedRequestInterceptorFactory
 
 absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
     const std::string& host, int port, const TlsFiles& tls, bool require_client_cert,
-    const std::vector<grpc::Service*>& services) {
+    const std::vector<grpc::Service*>& services, int max_receive_bytes) {
   if (port < 0 || port > 65535) {
     return absl::InvalidArgumentError(absl::StrCat("port ", port, " is outside [0, 65535]"));
   }
@@ -84,7 +84,7 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
   grpc::ServerBuilder builder;
   std::unique_ptr<GrpcServer> s(new GrpcServer());
   builder.AddListeningPort(absl::StrCat(host, ":", port), creds, &s->port_);
-  builder.SetMaxReceiveMessageSize(64 << 20);
+  builder.SetMaxReceiveMessageSize(max_receive_bytes);
   builder.SetMaxSendMessageSize(64 << 20);
   for (grpc::Service* service : services) builder.RegisterService(service);
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;

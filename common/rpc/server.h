@@ -20,10 +20,11 @@ namespace ringserve::rpc {
 class GrpcServer {
  public:
   // Listens on host:port (port 0 picks a free one) with `tls` (see ServerCredentials);
-  // `services` must outlive it.
+  // `services` must outlive it. gRPC refuses a request message over `max_receive_bytes` with
+  // RESOURCE_EXHAUSTED before any handler runs.
   static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(
       const std::string& host, int port, const TlsFiles& tls, bool require_client_cert,
-      const std::vector<grpc::Service*>& services);
+      const std::vector<grpc::Service*>& services, int max_receive_bytes = 64 << 20);
   ~GrpcServer();
 
   int port() const { return port_; }

@@ -155,13 +155,26 @@ TEST_F(HostileInputTest, TokenizeCountsAgainstTheInflightBound) {
 
 TEST_F(HostileInputTest, CostlyChatIsRefusedBeforeTokenizing) {
   ChatMessages chat;
-  for (int i = 0; i < 60; ++i) {
+  for (int i = 0; i < 15; ++i) {
     auto* m = chat.add_messages();
     m->set_role(i % 2 == 0 ? "user" : "assistant");
     m->set_content(std::string(1 << 20, 'a' + i % 26));
   }
   ExpectInvalid(Generate(cluster_->router_address(), ChatRequest(chat)).status,
-                "prompt.messages hold 62914560 bytes in all; the limit is 8388608");
+                "prompt.messages hold 15728640 bytes in all; the limit is 8388608");
+  ExpectServing();
+}
+
+TEST_F(HostileInputTest, AnOversizedRequestIsRefusedBeforeItIsParsed) {
+  // 60 messages of 1 MiB: past the router's 16 MiB request limit, refused by gRPC unread.
+  ChatMessages chat;
+  for (int i = 0; i < 60; ++i) {
+    auto* m = chat.add_messages();
+    m->set_role(i % 2 == 0 ? "user" : "assistant");
+    m->set_content(std::string(1 << 20, 'a' + i % 26));
+  }
+  const grpc::Status s = Generate(cluster_->router_address(), ChatRequest(chat)).status;
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
   ExpectServing();
 }
 
