@@ -32,7 +32,9 @@ float TailDot(const float* x, const uint16_t* w, int64_t begin, int64_t end) {
 // GCC 12's AVX-512 headers trip its own uninitialised-use warnings (GCC bug 105593).
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 namespace avx512 {
 #define RINGSERVE_ISA_TARGET __attribute__((target("avx512f")))
 struct V {
