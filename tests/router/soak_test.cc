@@ -1,10 +1,10 @@
 // A bounded soak: 200 concurrent client streams through a router with 2 prefill and 2 decode
 // workers (real processes on loopback) for a fixed time. Every answer must be correct (status
 // OK, the requested number of tokens, the same tokens as the engine run in this process), the
-// resident memory of every server process must stay flat across idle points after the warm-up,
-// halfway and at the end, and no worker may hold a reservation, slot, KV token, transfer or job
-// at any of them. Throughput and latency figures are printed and recorded as test
-// properties, never asserted (the machines running this are shared and noisy).
+// resident memory of every server process, sampled at idle points after the warm-up, halfway and
+// at the end, must not grow with the request count, and no worker may hold a reservation, slot,
+// KV token, transfer or job at any of them. Throughput and latency figures are printed and recorded
+// as test properties, never asserted (the machines running this are shared and noisy).
 //
 // RINGSERVE_SOAK_SECONDS overrides the length of the measured phase (default 45) for a longer
 // soak by hand.
@@ -251,12 +251,14 @@ TEST_F(SoakTest, TwoHundredStreamsZeroErrorsFlatMemoryIdleAtTheEnd) {
   const std::vector<base::ProcessUsage>& after = idle[2];
 
   // Zero errors.
-  int64_t requests = 0, second_half_requests = 0, tokens = 0, errors = 0;
+  int64_t requests = 0, tokens = 0, errors = 0;
+  int64_t half_requests[2] = {0, 0};
   std::vector<double> ttft, total;
   std::vector<std::string> first_errors;
   for (const StreamLog& l : logs) {
     requests += l.requests[0] + l.requests[1];
-    second_half_requests += l.requests[1];
+    half_requests[0] += l.requests[0];
+    half_requests[1] += l.requests[1];
     tokens += l.tokens;
     errors += static_cast<int64_t>(l.errors.size());
     ttft.insert(ttft.end(), l.ttft_ms.begin(), l.ttft_ms.end());
@@ -279,21 +281,35 @@ TEST_F(SoakTest, TwoHundredStreamsZeroErrorsFlatMemoryIdleAtTheEnd) {
     }
   }
 
-  // Flat memory, from three idle samples: after the warm-up (`before`), between the halves
-  // (`middle`) and at the end (`after`). All are taken with the cluster idle after the same
-  // full-concurrency load, so what scales with concurrency (gRPC buffers, thread stacks, malloc
-  // arenas, the decode workers' states) is in every one of them; what still grows is either
-  // allocator fragmentation and glibc's lazy trimming, which settle, or a leak, which grows
-  // with the request count.
-  //  - Overall, `after` <= `before` + 10% + 8 MiB: a loose ceiling on anything that grows (the
-  //    first half still absorbs some settling: up to +5 MiB in a decode worker here).
-  //  - The second half, whose servers have settled, may add at most 3 MiB + 1 KiB per request
-  //    of that half: the 3 MiB absorb the noise of idle RSS (on 2 cores, with ~1900 requests
-  //    in the half: -0.6 to +2.1 MiB per process, router +1.2 MiB), and a leak of a few KiB per
-  //    request fails it. The leak this test found (the router kept every finished request,
-  //    ~3.4 KiB each, alive through a shared_ptr cycle between its stream sink and request
-  //    flow) grew the router +6.3 MiB in the second half and +15 MiB overall: it fails both.
-  //    A longer RINGSERVE_SOAK_SECONDS makes the second check proportionally sharper.
+  // Memory, from three idle samples: after the warm-up (`before`), between the halves
+  // (`middle`) and at the end (`after`), all taken with the cluster idle after the same
+  // full-concurrency load. Idle RSS moves for two reasons:
+  //  - a leak, which grows with the request count, in both halves;
+  //  - glibc malloc keeping what a peak used: freed chunks inside an arena stay resident (only
+  //    an arena's top is given back), so idle RSS sits on the highest peak of live memory so
+  //    far, and a half whose load reaches a new peak (on a decode worker: more sequence states,
+  //    up to ~120 KiB each, alive at once) steps it up once. Measured with malloc's own count
+  //    (mallinfo2 read at idle in a decode worker fed by `ringctl bench` at 150 streams, 1000 to
+  //    9000 requests): heap in use 1.29, 1.41, 1.45, 1.39, 1.39 MB, i.e. no growth per request,
+  //    while the free bytes its arenas kept went 25.0 -> 27.6 MB and its RSS 51.9 -> 54.8 MiB in
+  //    one step, then stayed within 0.5 MiB. In this test (5 runs on 2 shared cores, ~2200 to 2500
+  //    requests a half), a half moved idle RSS by -3.9 to +8.8 MiB per decode worker, -0.7 to +4.2
+  //    MiB in the router and +0.1 to +1.0 MiB per prefill worker, in steps: the other half of a
+  //    step was at most +2.2 MiB (and fell by up to 3.9 MiB, which no leak does). A bound on the
+  //    second half alone failed 1 run in 5 here (a decode worker +0.5 then +7.2 MiB) and once in CI
+  //    (+6.1 MiB).
+  // Checks:
+  //  - Overall, `after` <= `before` + 10% + 8 MiB: a loose ceiling on anything that grows
+  //    (measured up to +8.4 MiB, in a decode worker whose ceiling was +12.4 MiB).
+  //  - At least one half adds at most 3 MiB + 1 KiB per request of that half. A peak step lands
+  //    in one half, a leak grows both. With ~2300 requests a half, of which each worker serves
+  //    about half, it fails a leak of more than ~2.4 KiB per request in the router and ~4.7 KiB
+  //    per request served in a worker: 6 KiB leaked per sequence in the decode workers (tried by
+  //    hand) grew them +6.4 to +9.7 MiB in every half against bounds of 5.0 and 5.1 MiB, and
+  //    failed both checks. The leak this test found (the router kept every finished request, ~3.4
+  //    KiB each, alive through a shared_ptr cycle between its stream sink and request flow) grew
+  //    the router +6.3 MiB in the second half and +15 MiB overall: it fails both checks. A longer
+  //    RINGSERVE_SOAK_SECONDS makes the second check proportionally sharper.
   const std::vector<base::ProcessUsage>& middle = idle[1];
   std::vector<std::string> memory_lines;
   for (size_t i = 0; i < members.size(); ++i) {
@@ -305,9 +321,17 @@ TEST_F(SoakTest, TwoHundredStreamsZeroErrorsFlatMemoryIdleAtTheEnd) {
     EXPECT_LE(after[i].rss_kib, before[i].rss_kib + before[i].rss_kib / 10 + 8 * 1024)
         << name << " grew from " << before[i].rss_kib << " KiB to " << after[i].rss_kib
         << " KiB over " << requests << " requests";
-    EXPECT_LE(after[i].rss_kib - middle[i].rss_kib, 3 * 1024 + second_half_requests)
-        << name << " grew from " << middle[i].rss_kib << " KiB to " << after[i].rss_kib
-        << " KiB over the " << second_half_requests << " requests of the second half";
+    bool a_half_within = false;
+    std::vector<std::string> halves;
+    for (int h = 0; h < 2; ++h) {
+      const int64_t growth = idle[h + 1][i].rss_kib - idle[h][i].rss_kib;
+      const int64_t bound = 3 * 1024 + half_requests[h];
+      a_half_within = a_half_within || growth <= bound;
+      halves.push_back(absl::StrCat(growth, " KiB over ", half_requests[h], " requests (bound ",
+                                    bound, " KiB)"));
+    }
+    EXPECT_TRUE(a_half_within) << name << " grew in both halves, as a leak does: "
+                               << absl::StrJoin(halves, ", then ");
     memory_lines.push_back(absl::StrFormat(
         "%s %.1f->%.1f->%.1f MiB (peak %.1f, threads %d->%d)", name, before[i].rss_kib / 1024.0,
         middle[i].rss_kib / 1024.0, after[i].rss_kib / 1024.0, after[i].hwm_kib / 1024.0,
@@ -323,9 +347,11 @@ TEST_F(SoakTest, TwoHundredStreamsZeroErrorsFlatMemoryIdleAtTheEnd) {
   const double tps = static_cast<double>(tokens) / seconds;
   const std::string summary = absl::StrFormat(
       "soak: %d streams, %.1f s: %d requests (%d errors), %.1f req/s, %.0f tokens/s; "
-      "TTFT p50 %.0f ms p99 %.0f ms; total p50 %.0f ms p99 %.0f ms; RSS %s",
+      "TTFT p50 %.0f ms p99 %.0f ms; total p50 %.0f ms p99 %.0f ms; halves %d+%d requests; "
+      "RSS %s",
       kStreams, seconds, requests, errors, rps, tps, Percentile(ttft, 0.5), Percentile(ttft, 0.99),
-      Percentile(total, 0.5), Percentile(total, 0.99), absl::StrJoin(memory_lines, ", "));
+      Percentile(total, 0.5), Percentile(total, 0.99), half_requests[0], half_requests[1],
+      absl::StrJoin(memory_lines, ", "));
   std::printf("%s\n", summary.c_str());
   std::fflush(stdout);
   RecordProperty("streams", kStreams);
