@@ -20,7 +20,13 @@ Needs Debian's torch and numpy, run with the system python:
   # 2. decode step at batch 1, one thread, interleaved with `ringctl bench-engine --threads 1`
   /usr/bin/python3 bench/torch_decode.py bench --model /tmp/small --ringctl build/bin/ringctl \
       --context 64 --steps 16 --rounds 5
-Both print their raw numbers. The decode context is a prefill of `context` tokens of the ids
+  (--ringctl again for another build, e.g. an older one: every round times each of them;
+  --context 4096 --synthetic fills the context with synthetic values instead of a prefill.)
+Both print their raw numbers. `check` also runs the forward in float64: on `small` the engine is
+within 8e-7 (relative to the largest logit) of it. The fp32 forward here can differ from both by
+a few 1e-5 (sglang decay, default prompt: 2.6e-5), because fp32 noise flips the bf16 rounding of
+a cached K/V value now and then; without that rounding the fp32 and float64 forwards agree
+within 1.1e-6. The decode context is a prefill of `context` tokens of the ids
 bench-engine uses ((i * 7919 + 13) % vocab); the step is timed from the token id to the argmax.
 """
 
@@ -280,7 +286,7 @@ def check(args):
     model = Model(args.model, args.decay_variant, len(tokens), torch.float64)
     exact = torch.stack([model.step(t) for t in tokens])
     del model
-    cmd = [args.ringctl, "logits", "--model", args.model, "--threads", "1",
+    cmd = [(args.ringctl or ["build/bin/ringctl"])[0], "logits", "--model", args.model, "--threads", "1",
            "--decay-variant", args.decay_variant, "--tokens", args.tokens]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     engine = torch.tensor(json.loads(out)["logits"], dtype=torch.float32)
@@ -319,8 +325,8 @@ def torch_round(model, context, steps, synthetic):
     return times
 
 
-def engine_round(args):
-    cmd = [args.ringctl, "bench-engine", "--model", args.model, "--threads", "1",
+def engine_round(args, ringctl):
+    cmd = [ringctl, "bench-engine", "--model", args.model, "--threads", "1",
            "--decay-variant", args.decay_variant, "--lengths", "", "--batches", "1",
            "--decode-context", str(args.context), "--decode-steps", str(args.steps),
            "--repeat", "1", "--json"] + (["--synthetic-context"] if args.synthetic else [])
@@ -328,28 +334,34 @@ def engine_round(args):
     return json.loads(out)["decode"][0]["step_seconds"]["median"]
 
 
+def spread(values):
+    return f"{min(values):.2f}/{statistics.median(values):.2f}/{max(values):.2f}"
+
+
 def bench(args):
     extra = args.steps + 2
     model = Model(args.model, args.decay_variant, args.context + extra)
+    engines = args.ringctl or ["build/bin/ringctl"]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); context "
           f"{args.context}{' (synthetic)' if args.synthetic else ''}, {args.steps} steps a round, "
-          f"median step per round (ms)")
-    torch_ms, engine_ms = [], []
+          f"median step per round (ms); engine i = {engines}")
+    torch_ms, engine_ms = [], [[] for _ in engines]
     for r in range(args.rounds):
-        t = statistics.median(torch_round(model, args.context, args.steps, args.synthetic)) * 1e3
-        e = engine_round(args) * 1e3 if args.ringctl else float("nan")
-        torch_ms.append(t)
-        engine_ms.append(e)
-        print(f"round {r}: torch {t:.2f} ms  engine {e:.2f} ms  torch/engine {t / e:.3f}",
-              flush=True)
-    ratios = sorted(t / e for t, e in zip(torch_ms, engine_ms))
-    print(f"torch  min/median/max {min(torch_ms):.2f}/{statistics.median(torch_ms):.2f}/"
-          f"{max(torch_ms):.2f} ms")
-    print(f"engine min/median/max {min(engine_ms):.2f}/{statistics.median(engine_ms):.2f}/"
-          f"{max(engine_ms):.2f} ms")
-    print(f"ratio torch/engine: per-round median {statistics.median(ratios):.3f} "
-          f"(min {ratios[0]:.3f}, max {ratios[-1]:.3f}); of medians "
-          f"{statistics.median(torch_ms) / statistics.median(engine_ms):.3f}")
+        torch_ms.append(
+            statistics.median(torch_round(model, args.context, args.steps, args.synthetic)) * 1e3)
+        line = f"round {r}: torch {torch_ms[-1]:.2f} ms"
+        for i, ringctl in enumerate(engines):
+            engine_ms[i].append(engine_round(args, ringctl) * 1e3)
+            line += (f"  engine {i} {engine_ms[i][-1]:.2f} ms"
+                     f" (torch/engine {torch_ms[-1] / engine_ms[i][-1]:.3f})")
+        print(line, flush=True)
+    print(f"torch    min/median/max {spread(torch_ms)} ms")
+    for i, ms in enumerate(engine_ms):
+        ratios = [t / e for t, e in zip(torch_ms, ms)]
+        print(f"engine {i} min/median/max {spread(ms)} ms; torch/engine per round "
+              f"{spread(ratios)}, of the medians "
+              f"{statistics.median(torch_ms) / statistics.median(ms):.3f}, of the minima "
+              f"{min(torch_ms) / min(ms):.3f}")
     return 0
 
 
@@ -359,7 +371,9 @@ def main():
     for name in ("check", "bench"):
         p = sub.add_parser(name)
         p.add_argument("--model", required=True, help="checkpoint directory")
-        p.add_argument("--ringctl", default="build/bin/ringctl", help="ringctl binary ('' = none)")
+        p.add_argument("--ringctl", action="append",
+                       help="ringctl binary (default build/bin/ringctl); bench takes several, "
+                            "each timed in every round")
         p.add_argument("--decay-variant", default="sglang", choices=["sglang", "hf"])
     sub.choices["check"].add_argument("--tokens", default="1,17,300,4096,77,9,1234,5")
     sub.choices["check"].add_argument("--tolerance", type=float, default=1e-4,
