@@ -87,15 +87,14 @@ def base_slopes(heads):
 
 
 class Model:
-    """The hybrid model with fp32 weights and the state of one sequence (batch 1)."""
+    """The hybrid model with its weights in `dtype` (fp32; float64 for the check) and the state of
+    one sequence (batch 1), sized for `capacity` tokens."""
 
     def __init__(self, model_dir, decay_variant, capacity, dtype=torch.float32):
         with open(os.path.join(model_dir, "config.json")) as f:
             c = json.load(f)
         self.c = c
         w = {k: v.to(dtype) for k, v in read_safetensors(model_dir).items()}
-        self.hd = c["hidden_size"]
-        self.layers_n = c["num_hidden_layers"]
         self.heads = c["num_attention_heads"]
         self.kv_heads = c["num_key_value_heads"]
         self.d = c["head_dim"]
@@ -107,9 +106,8 @@ class Model:
         self.n_group = c["n_group"]
         self.topk_group = c["topk_group"]
         self.scaling = c["routed_scaling_factor"]
-        self.capacity = capacity
         g = c["layer_group_size"]
-        n = self.layers_n
+        n = c["num_hidden_layers"]
         inner = self.heads * self.d
 
         # RoPE tables for every position, angles in double precision as the engine computes them.
@@ -151,7 +149,8 @@ class Model:
                 else:
                     f = 1.0 - i / (n - 1.0) + 1e-5
                 # fp32 as the engine rounds it: g = -(float(base) * float(f)), lambda = exp(g).
-                g_h = -(torch.tensor(slopes, dtype=torch.float32) * torch.tensor(f, dtype=torch.float32))
+                g_h = -(torch.tensor(slopes, dtype=torch.float32)
+                        * torch.tensor(f, dtype=torch.float32))
                 L["decay"] = torch.exp(g_h).to(dtype).view(self.heads, 1, 1)
                 L["state"] = torch.zeros(self.heads, self.d, self.d, dtype=dtype)
             if i < c["first_k_dense_replace"]:
@@ -166,7 +165,6 @@ class Model:
                 ]
                 L["shared"] = self._swiglu(w, p + "mlp.shared_experts.")
             self.layers.append(L)
-        del w
         self.position = 0
         self.inner = inner
 
@@ -286,7 +284,8 @@ def check(args):
     model = Model(args.model, args.decay_variant, len(tokens), torch.float64)
     exact = torch.stack([model.step(t) for t in tokens])
     del model
-    cmd = [(args.ringctl or ["build/bin/ringctl"])[0], "logits", "--model", args.model, "--threads", "1",
+    ringctl = (args.ringctl or ["build/bin/ringctl"])[0]
+    cmd = [ringctl, "logits", "--model", args.model, "--threads", "1",
            "--decay-variant", args.decay_variant, "--tokens", args.tokens]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     engine = torch.tensor(json.loads(out)["logits"], dtype=torch.float32)
