@@ -57,6 +57,11 @@ class RequestFlowTest : public ::testing::Test {
     env_.queue = &queue_;
     env_.observer = &observer_;
   }
+  // A flow still running when a test ends holds itself through its worker streams and timers
+  // until it finishes; its client going away finishes it.
+  ~RequestFlowTest() override {
+    for (const auto& flow : flows_) flow->OnClientCancelled();
+  }
 
   static ringserve::v1::GenerateRequest Request(uint32_t max_tokens = 8, bool progress = false) {
     ringserve::v1::GenerateRequest r;
