@@ -72,9 +72,13 @@ absl::Status GenerateRemote(const std::vector<std::string>& args) {
   flags.Bool("ids", false, "print the generated ids as JSON at the end");
   flags.Bool("quiet", false, "no progress bar or timings");
   flags.String("timeout-s", "0", "request deadline in seconds (0 = none)");
+  flags.String("cache-salt", "",
+               "prefix-cache namespace (prompts share cached prefixes only "
+               "with the same salt)");
   AddSamplingFlags(&flags);
   RETURN_IF_ERROR(flags.Parse(args));
   GenerateRequest req;
+  req.set_cache_salt(flags.Get("cache-salt"));
   if (HasTokenIds(flags, "prompt-tokens")) {
     ASSIGN_OR_RETURN(std::vector<int64_t> ids, TokenIds(flags, "prompt-tokens"));
     for (int64_t id : ids) req.mutable_token_ids()->add_ids(static_cast<uint32_t>(id));
@@ -159,12 +163,12 @@ absl::Status GenerateRemote(const std::vector<std::string>& args) {
   if (end.has_value() && !quiet) {
     const auto& t = end->timings();
     std::fprintf(stderr,
-                 "finish=%s prompt_tokens=%u completion_tokens=%u\n"
+                 "finish=%s prompt_tokens=%u cached_prompt_tokens=%u completion_tokens=%u\n"
                  "timings_ms: queue=%.1f prefill=%.1f transfer=%.1f decode=%.1f total=%.1f\n",
                  ringserve::v1::FinishReason_Name(end->reason()).c_str(),
-                 end->usage().prompt_tokens(), end->usage().completion_tokens(), t.queue_us() / 1e3,
-                 t.prefill_us() / 1e3, t.transfer_us() / 1e3, t.decode_us() / 1e3,
-                 t.total_us() / 1e3);
+                 end->usage().prompt_tokens(), end->usage().cached_prompt_tokens(),
+                 end->usage().completion_tokens(), t.queue_us() / 1e3, t.prefill_us() / 1e3,
+                 t.transfer_us() / 1e3, t.decode_us() / 1e3, t.total_us() / 1e3);
   }
   return absl::OkStatus();
 }

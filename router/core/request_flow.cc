@@ -287,6 +287,7 @@ void RequestFlow::StartPrefill(bool refreshed) {
   SetState(State::kPrefilling);
   internal::v1::PrefillRequest req;
   req.set_request_id(request_id_);
+  req.set_cache_salt(request_.cache_salt());
   req.mutable_tokens()->Reserve(static_cast<int>(context));
   for (uint32_t t : prompt_) req.add_tokens(t);
   for (uint32_t t : generated_) req.add_tokens(t);
@@ -328,6 +329,7 @@ void RequestFlow::OnPrefillEvent(internal::v1::PrefillEvent event) {
   timings_.set_queue_us(timings_.queue_us() + done.queue_us());
   timings_.set_prefill_us(done.prefill_us());
   timings_.set_transfer_us(done.transfer_us());
+  cached_tokens_ = done.cached_tokens();
   RS_LOG(kInfo) << "event=prefill_end request_id=" << base::Quote(request_id_)
                 << " first_token=" << done.first_token() << " prefill_us=" << done.prefill_us()
                 << " transfer_us=" << done.transfer_us();
@@ -653,6 +655,7 @@ void RequestFlow::Finish(FinishReason reason, const absl::Status& status, bool a
   f->set_request_id(request_id_);
   f->mutable_usage()->set_prompt_tokens(static_cast<uint32_t>(prompt_.size()));
   f->mutable_usage()->set_completion_tokens(static_cast<uint32_t>(generated_.size()));
+  f->mutable_usage()->set_cached_prompt_tokens(cached_tokens_);
   *f->mutable_timings() = timings_;
   Write(std::move(r));
   client_->Finish(absl::OkStatus());

@@ -203,6 +203,9 @@ class RequestFlow : public std::enable_shared_from_this<RequestFlow> {
   std::unique_ptr<TextStream> text_;
   internal::v1::Sampling sampling_;  // resolved, with the seed minted when absent
   ringserve::v1::Timings timings_;
+  // Prompt tokens the prefill that produced the stream's state restored from its prefix cache
+  // (a migration's prefill counts: its state is the one decoded from).
+  uint32_t cached_tokens_ = 0;
   absl::Time first_token_time_ = absl::InfinitePast();
   absl::Time last_token_time_ = absl::InfinitePast();
   int attempts_ = 0;

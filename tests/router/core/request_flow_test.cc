@@ -142,6 +142,34 @@ TEST_F(RequestFlowTest, StreamsTheFirstTokenThenDecodeTokensThenFinishes) {
   EXPECT_EQ(timers_.pending(), 0u);
 }
 
+TEST_F(RequestFlowTest, TheCacheSaltGoesToEveryPrefillAndUsageCountsTheCachedTokens) {
+  auto request = Request();
+  request.set_cache_salt("tenant-7");
+  Start(std::move(request));
+  workers_.AnswerReserve("t1");
+  ASSERT_EQ(workers_.prefill_requests.size(), 1u);
+  EXPECT_EQ(workers_.prefill_requests[0].cache_salt(), "tenant-7");
+  // The first prefill fails: the retry carries the salt too.
+  workers_.prefills[0]->End(absl::UnavailableError("prefill worker died"));
+  workers_.AnswerReserve("t2");
+  ASSERT_EQ(workers_.prefill_requests.size(), 2u);
+  EXPECT_EQ(workers_.prefill_requests[1].cache_salt(), "tenant-7");
+  PrefillEvent done = Done(100);
+  done.mutable_done()->set_cached_tokens(2);
+  ASSERT_TRUE(workers_.prefills[1]->Send(done));
+  // A migration's prefill carries it as well; usage counts the prefill decoded from.
+  workers_.decodes[1]->End(absl::UnavailableError("decode died"));
+  workers_.AnswerReserve("t3");
+  ASSERT_EQ(workers_.prefill_requests.size(), 3u);
+  EXPECT_EQ(workers_.prefill_requests[2].cache_salt(), "tenant-7");
+  done.mutable_done()->set_cached_tokens(3);
+  ASSERT_TRUE(workers_.prefills[2]->Send(done));
+  ASSERT_TRUE(workers_.decodes[2]->Send(Finished(ringserve::v1::FINISH_REASON_LENGTH)));
+  ASSERT_NE(client().Finished(), nullptr);
+  EXPECT_EQ(client().Finished()->usage().cached_prompt_tokens(), 3u);
+  EXPECT_EQ(client().Finished()->usage().prompt_tokens(), 3u);
+}
+
 TEST_F(RequestFlowTest, TheDecodeStreamIsReadOnlyAfterPrefillReturnedTheFirstToken) {
   Start();
   workers_.AnswerReserve("t1");
