@@ -49,6 +49,8 @@ class FlowObserver {
   virtual void PrefillRetry() {}
   virtual void Migration() {}
   virtual void HungWorker(const std::string& role) {}
+  // A prefill worker was chosen for a prompt.
+  virtual void PrefillRouted(RouteReason reason) {}
 };
 
 struct FlowOptions {
@@ -73,7 +75,7 @@ struct FlowEnv {
   FlowOptions options;
   WorkerDirectory* prefill = nullptr;
   WorkerDirectory* decode = nullptr;
-  const Policy* policy = nullptr;
+  Policy* policy = nullptr;
   WorkerClient* workers = nullptr;
   Timers* timers = nullptr;
   AdmissionQueue* queue = nullptr;
