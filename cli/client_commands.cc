@@ -187,13 +187,20 @@ absl::Status Status(const std::vector<std::string>& args) {
     ringserve::v1::ClusterStatus status;
     RETURN_IF_ERROR(rpc::FromGrpc(stub->GetClusterStatus(&ctx, {}, &status)));
     std::string out =
-        absl::StrFormat("%-8s %-24s %-8s %-20s %12s %12s %8s  %s\n", "ROLE", "ADDRESS", "HEALTH",
-                        "EPOCH", "LOAD", "CAPACITY", "RUNNING", "ERROR");
+        absl::StrFormat("%-8s %-24s %-8s %-20s %12s %12s %8s %-28s  %s\n", "ROLE", "ADDRESS",
+                        "HEALTH", "EPOCH", "LOAD", "CAPACITY", "RUNNING", "PREFIX CACHE", "ERROR");
     for (const auto& w : status.workers()) {
+      // Prefill workers with a prefix cache: MiB used / bound, and the prefixes they listed.
+      const std::string cache =
+          w.prefix_cache_limit_bytes() == 0
+              ? "-"
+              : absl::StrFormat("%.1f/%.0f MiB %d prefixes", w.prefix_cache_bytes() / 1048576.0,
+                                w.prefix_cache_limit_bytes() / 1048576.0,
+                                w.prefix_cache_prefixes());
       absl::StrAppend(
-          &out, absl::StrFormat("%-8s %-24s %-8s %-20d %12d %12d %8d  %s\n", w.role(), w.address(),
-                                w.healthy() ? "healthy" : "DOWN", w.epoch(), w.load(), w.capacity(),
-                                w.running(), w.error()));
+          &out, absl::StrFormat("%-8s %-24s %-8s %-20d %12d %12d %8d %-28s  %s\n", w.role(),
+                                w.address(), w.healthy() ? "healthy" : "DOWN", w.epoch(), w.load(),
+                                w.capacity(), w.running(), cache, w.error()));
     }
     std::fputs(out.c_str(), stdout);
     std::fflush(stdout);
@@ -230,6 +237,7 @@ absl::Status ClusterUp(const std::vector<std::string>& args) {
   flags.String("prefill", "1", "prefill workers");
   flags.String("decode", "1", "decode workers");
   flags.String("port", "50051", "router port");
+  flags.String("routers", "1", "router replicas (the first on --port, the others on free ports)");
   flags.String("threads", "0", "CPU threads per worker (0 = all cores)");
   flags.String("device", "cpu", "cpu or cuda");
   flags.String("log-dir", "",
@@ -244,9 +252,11 @@ absl::Status ClusterUp(const std::vector<std::string>& args) {
   ASSIGN_OR_RETURN(const int64_t prefill, flags.GetInt("prefill"));
   ASSIGN_OR_RETURN(const int64_t decode, flags.GetInt("decode"));
   ASSIGN_OR_RETURN(const int64_t port, flags.GetInt("port"));
-  if (prefill < 1 || decode < 1) {
-    return absl::InvalidArgumentError("--prefill and --decode must be at least 1");
+  ASSIGN_OR_RETURN(const int64_t routers, flags.GetInt("routers"));
+  if (prefill < 1 || decode < 1 || routers < 1) {
+    return absl::InvalidArgumentError("--prefill, --decode and --routers must be at least 1");
   }
+  options.routers = static_cast<int>(routers);
   options.prefill = static_cast<int>(prefill);
   options.decode = static_cast<int>(decode);
   options.router_port = static_cast<int>(port);
@@ -262,7 +272,8 @@ absl::Status ClusterUp(const std::vector<std::string>& args) {
     std::printf("%-8s %d  pid=%d  grpc=%s  metrics=%s\n", m.role.c_str(), m.index, m.process->pid(),
                 m.address.c_str(), m.metrics_url.empty() ? "-" : m.metrics_url.c_str());
   }
-  std::printf("cluster up; router at %s (Ctrl-C stops it)\n", cluster->router_address().c_str());
+  std::printf("cluster up; router at %s (Ctrl-C stops it)\n",
+              absl::StrJoin(cluster->router_addresses(), ", ").c_str());
   std::fflush(stdout);
   rpc::WaitForTerminationSignal();
   std::printf("stopping\n");
