@@ -59,24 +59,17 @@ int Holder(cli::LocalCluster* cluster, int d) {
 // Whether `router` shows, for every healthy prefill worker, as many cached prefixes as the
 // worker itself lists (re-read until it does, bounded; nothing is evicted in these tests, so
 // equal counts are equal sets).
-bool RouterCaughtUp(const std::string& router, absl::Duration limit = absl::Seconds(20)) {
-  auto stub = ringserve::v1::Admin::NewStub(
-      grpc::CreateChannel(router, grpc::InsecureChannelCredentials()));
-  const absl::Time deadline = absl::Now() + limit;
-  while (absl::Now() < deadline) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
-    ringserve::v1::ClusterStatus status;
-    bool caught_up = stub->GetClusterStatus(&ctx, {}, &status).ok();
+bool RouterCaughtUp(const std::string& router) {
+  return RouterStatusUntil(router, [](const ringserve::v1::ClusterStatus& status) {
     for (const auto& w : status.workers()) {
-      if (!caught_up || w.role() != "prefill" || !w.healthy()) continue;
-      caught_up = static_cast<int>(w.prefix_cache_prefixes()) ==
-                  WorkerStatusOf(w.address(), true).prefix_cache().prefix_hashes_size();
+      if (w.role() == "prefill" && w.healthy() &&
+          static_cast<int>(w.prefix_cache_prefixes()) !=
+              WorkerStatusOf(w.address(), true).prefix_cache().prefix_hashes_size()) {
+        return false;
+      }
     }
-    if (caught_up) return true;
-    absl::SleepFor(absl::Milliseconds(20));
-  }
-  return false;
+    return true;
+  });
 }
 
 double Routes(cli::LocalCluster* cluster, const std::string& reason) {
