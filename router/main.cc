@@ -51,8 +51,8 @@ absl::Status Main(const std::vector<std::string>& args) {
                "prefix: the prefill worker holding the longest cached prefix of the prompt, within "
                "--prefix-balance-tokens of the least loaded; load: the least loaded");
   flags.String("prefix-balance-tokens", "16384",
-               "a worker holding a prefix is passed over when its queued prompt tokens exceed the "
-               "least-loaded worker's by more than this");
+               "a worker holding a prefix is passed over when its queued prompt tokens plus the "
+               "prompt's uncached tokens exceed the least such sum by more than this");
   flags.String("log-level", "info", "debug, info, warning or error");
   flags.String("ready-fd", "-1", "write 'GRPC_PORT METRICS_PORT' to this inherited fd when ready");
   rpc::AddTlsFlags(&flags);

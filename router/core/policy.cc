@@ -1,6 +1,7 @@
 #include "router/core/policy.h"
 
 #include <algorithm>
+#include <limits>
 #include <tuple>
 
 #include "common/cache/prefix_tree.h"
@@ -106,23 +107,31 @@ PrefillRanking PrefixPolicy::RankPrefill(const std::vector<WorkerView>& workers,
     }
     return it->second;
   };
-  const int64_t least_load = PrefillLoad(*views.at(ranking.addresses.front()));
+  const int64_t n = static_cast<int64_t>(tokens.size());
 
   absl::MutexLock lock(&mu_);
-  size_t best = 0;
-  bool held_elsewhere = false;
+  // The prefill work ahead of this prompt's last token at each worker: its queue plus the
+  // prompt's uncached tokens there.
+  std::vector<int64_t> cached(ranking.addresses.size(), 0);
+  std::vector<int64_t> work(ranking.addresses.size(), 0);
+  int64_t least_work = std::numeric_limits<int64_t>::max();
   for (size_t i = 0; i < ranking.addresses.size(); ++i) {
     const WorkerView& w = *views.at(ranking.addresses[i]);
     Known& known = Refresh(w, query.now);
     const int64_t page = w.status.prefix_cache().page_tokens();
-    if (page <= 0) continue;  // no prefix cache there
-    const int64_t cached = Cached(known, hashes_for(page), page, tokens.size(), query.now);
-    if (cached == 0) continue;
-    if (PrefillLoad(w) - least_load > options_.balance_tokens) {
+    if (page > 0) cached[i] = Cached(known, hashes_for(page), page, tokens.size(), query.now);
+    work[i] = PrefillLoad(w) + n - cached[i];
+    least_work = std::min(least_work, work[i]);
+  }
+  size_t best = 0;
+  bool held_elsewhere = false;
+  for (size_t i = 0; i < ranking.addresses.size(); ++i) {
+    if (cached[i] == 0) continue;
+    if (work[i] - least_work > options_.balance_tokens) {
       held_elsewhere = true;
-    } else if (cached > ranking.cached_tokens) {  // ties keep the less loaded
+    } else if (cached[i] > ranking.cached_tokens) {  // ties keep the less loaded
       best = i;
-      ranking.cached_tokens = cached;
+      ranking.cached_tokens = cached[i];
     }
   }
   if (ranking.cached_tokens > 0) {
@@ -146,7 +155,6 @@ PrefillRanking PrefixPolicy::RankPrefill(const std::vector<WorkerView>& workers,
         known.sent[hashes[pages - 1]] = query.now;
       }
     };
-    const int64_t n = static_cast<int64_t>(tokens.size());
     for (int64_t end = summary.checkpoint_tokens(); end > 0 && end <= n;
          end += summary.checkpoint_tokens()) {
       note(end);

@@ -55,8 +55,9 @@ class LoadPolicy : public Policy {
 };
 
 struct PrefixPolicyOptions {
-  // A worker holding a prefix is chosen only while its queued prompt tokens (the predicted
-  // prefill time) exceed the least-loaded worker's by at most this.
+  // A worker holding a prefix is chosen only while the prefill work ahead of the prompt's end
+  // there (its queued prompt tokens plus the prompt's uncached tokens: the predicted prefill
+  // time) exceeds the least such work on any worker by at most this.
   int64_t balance_tokens = 16384;
   // What this router sent a worker counts as held there for this long without the worker's
   // report (the prefill may still be running; the report catches up at the next polls).
@@ -67,8 +68,9 @@ struct PrefixPolicyOptions {
 // Prefix-aware prefill routing: each worker's PrefixCacheSummary from the polls (forgotten on a
 // new epoch), plus the prefixes this router sent it since, predict the cached prefix each worker
 // would restore for a prompt (whole pages, leaving at least the last token to compute). Among
-// the workers within the balance bound of the least-loaded, the one with the longest prefix comes
-// first, the rest by load; with no prefix there, by load (LoadPolicy). Decode as LoadPolicy.
+// the workers whose predicted work for the prompt (queue + uncached tokens) is within the balance
+// bound of the least, the one with the longest prefix comes first, the rest by load; with no
+// prefix there, by load (LoadPolicy). Decode as LoadPolicy.
 // Thread-safe (one mutex around the per-worker state).
 class PrefixPolicy : public Policy {
  public:

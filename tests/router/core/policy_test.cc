@@ -79,7 +79,8 @@ TEST(PrefixPolicyTest, AHolderOverTheBoundLosesToTheNextHolderOrTheLeastLoaded) 
   PrefixPolicy policy(PrefixPolicyOptions{.balance_tokens = 1000});
   const std::vector<uint32_t> doc = Tokens(1, 300);
   const std::vector<uint32_t> prompt = Concat(doc, Tokens(5000, 40));
-  std::vector<WorkerView> workers = {Worker("a"), Worker("b", 1001), Worker("c", 400)};
+  // Work for the 340-token prompt: a 340, b 1300 + 340 - 256 (1001 past a's), c 400 + 340 - 128.
+  std::vector<WorkerView> workers = {Worker("a"), Worker("b", 1300), Worker("c", 400)};
   Holds(&workers[1], doc);
   Holds(&workers[2], std::vector<uint32_t>(doc.begin(), doc.begin() + 130));
   PrefillRanking r = policy.RankPrefill(workers, Query(prompt));
@@ -93,6 +94,19 @@ TEST(PrefixPolicyTest, AHolderOverTheBoundLosesToTheNextHolderOrTheLeastLoaded) 
   EXPECT_EQ(r.addresses, (std::vector<std::string>{"a", "c", "b"}));
   EXPECT_EQ(r.reason, RouteReason::kFallback);
   EXPECT_EQ(r.cached_tokens, 0);
+}
+
+TEST(PrefixPolicyTest, AQueueOfCachedWorkCountsOnlyWhatTheHolderSaves) {
+  // The holder's queue is as long as the bound plus a bit (a worker reports queued prompts whole,
+  // before their restores), but the prompt it saves outweighs it.
+  PrefixPolicy policy(PrefixPolicyOptions{.balance_tokens = 1000});
+  const std::vector<uint32_t> doc = Tokens(1, 2048);
+  const std::vector<uint32_t> prompt = Concat(doc, Tokens(5000, 100));
+  std::vector<WorkerView> workers = {Worker("a"), Worker("b", 2148)};
+  Holds(&workers[1], doc);
+  const PrefillRanking r = policy.RankPrefill(workers, Query(prompt));
+  EXPECT_EQ(r.addresses.front(), "b");
+  EXPECT_EQ(r.reason, RouteReason::kCacheHit);
 }
 
 TEST(PrefixPolicyTest, WhatItSentCountsUntilTheReportsCatchUp) {
