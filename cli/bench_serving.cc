@@ -1,19 +1,23 @@
 // ringctl bench: a serving benchmark against a router, in the manner of SGLang's bench_serving
 // and vLLM's benchmark_serving. With --model it also times the engine in this process (prefill
 // of the same prompt length, one decode step) so TTFT and inter-token latency are printed beside
-// what the engine alone needs, measured in the same run.
+// what the engine alone needs, measured in the same run. With --documents it runs a shared-prefix
+// workload: each document is asked once (cold), then --requests questions on random documents
+// (warm), reporting both TTFTs and the prefix-cache hit rate from usage.cached_prompt_tokens.
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <mutex>
 #include <random>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "common/base/flags.h"
@@ -37,6 +41,7 @@ struct Sample {
   std::vector<double> itl;
   int output_tokens = 0;
   double transfer = 0;
+  uint32_t cached = 0;  // prompt tokens restored from a prefix cache
 };
 
 double Percentile(std::vector<double> v, double p) {
@@ -71,7 +76,10 @@ Sample RunOne(ringserve::v1::Generation::Stub* stub, const std::vector<uint32_t>
       last = now;
       s.output_tokens += r.delta().token_ids_size();
     }
-    if (r.has_finished()) s.transfer = r.finished().timings().transfer_us() / 1e6;
+    if (r.has_finished()) {
+      s.transfer = r.finished().timings().transfer_us() / 1e6;
+      s.cached = r.finished().usage().cached_prompt_tokens();
+    }
   }
   s.ok = reader->Finish().ok();
   s.e2e = std::chrono::duration<double>(Clock::now() - start).count();
@@ -80,7 +88,8 @@ Sample RunOne(ringserve::v1::Generation::Stub* stub, const std::vector<uint32_t>
 
 absl::Status Bench(const std::vector<std::string>& args) {
   base::FlagSet flags("ringctl bench");
-  flags.String("router", "127.0.0.1:50051", "router address");
+  flags.String("router", "127.0.0.1:50051",
+               "router address; a comma list sends request i to router i modulo their number");
   flags.String("requests", "32", "requests to measure");
   flags.String("warmup", "2", "requests run first and not measured");
   flags.String("concurrency", "4", "requests in flight at once (when --rate is 0)");
@@ -91,6 +100,11 @@ absl::Status Bench(const std::vector<std::string>& args) {
   flags.String("slo-ttft-ms", "0", "TTFT bound for goodput (0 = none)");
   flags.String("slo-itl-ms", "0", "inter-token latency (p99 per request) bound for goodput");
   flags.String("seed", "1", "prompt seed");
+  flags.String("documents", "0",
+               "shared-prefix workload: this many documents, each asked once first (cold), then "
+               "--requests questions on random documents (warm); 0 = independent prompts");
+  flags.String("document-len", "4096", "tokens of each document (with --documents)");
+  flags.String("question-len", "128", "tokens of each question (with --documents)");
   flags.String("model", "", "also time the engine on this checkpoint for the ratios");
   flags.String("threads", "0", "engine threads for --model");
   flags.String("samples-out", "",
@@ -112,12 +126,24 @@ absl::Status Bench(const std::vector<std::string>& args) {
   ASSIGN_OR_RETURN(const double slo_itl, flags.GetDouble("slo-itl-ms"));
   ASSIGN_OR_RETURN(const int64_t seed, flags.GetInt("seed"));
   ASSIGN_OR_RETURN(const int64_t router_pid, flags.GetInt("router-pid"));
+  ASSIGN_OR_RETURN(const int64_t documents, flags.GetInt("documents"));
+  ASSIGN_OR_RETURN(const int64_t document_len, flags.GetInt("document-len"));
+  ASSIGN_OR_RETURN(const int64_t question_len, flags.GetInt("question-len"));
+  if (documents < 0 || (documents > 0 && (document_len < 1 || question_len < 1))) {
+    return absl::InvalidArgumentError(
+        "--documents must be at least 0, --document-len and --question-len positive");
+  }
   if (requests < 1 || concurrency < 1 || input_len < 1 || output_len < 1) {
     return absl::InvalidArgumentError(
         "--requests, --concurrency, --input-len and --output-len must be positive");
   }
-  ASSIGN_OR_RETURN(auto channel, rpc::MakeChannel(flags.Get("router"), {}));
-  auto stub = ringserve::v1::Generation::NewStub(channel);
+  std::vector<std::unique_ptr<ringserve::v1::Generation::Stub>> stubs;
+  for (absl::string_view router : absl::StrSplit(flags.Get("router"), ',', absl::SkipEmpty())) {
+    ASSIGN_OR_RETURN(auto channel, rpc::MakeChannel(std::string(router), {}));
+    stubs.push_back(ringserve::v1::Generation::NewStub(channel));
+  }
+  if (stubs.empty()) return absl::InvalidArgumentError("--router is empty");
+  ringserve::v1::Generation::Stub* const stub = stubs.front().get();
   ringserve::v1::ModelInfo info;
   {
     grpc::ClientContext ctx;
@@ -125,19 +151,64 @@ absl::Status Bench(const std::vector<std::string>& args) {
     RETURN_IF_ERROR(rpc::FromGrpc(stub->GetModelInfo(&ctx, {}, &info)));
   }
   std::mt19937_64 rng(static_cast<uint64_t>(seed));
-  auto prompt = [&]() {
-    const int64_t n = input_max > input_len
-                          ? std::uniform_int_distribution<int64_t>(input_len, input_max)(rng)
-                          : input_len;
+  auto random_tokens = [&](int64_t n) {
     std::vector<uint32_t> p(n);
     for (auto& t : p) t = static_cast<uint32_t>(rng() % info.vocab_size());
     return p;
   };
-  for (int64_t i = 0; i < warmup; ++i) RunOne(stub.get(), prompt(), static_cast<int>(output_len));
+  std::vector<std::vector<uint32_t>> docs;
+  for (int64_t d = 0; d < documents; ++d) docs.push_back(random_tokens(document_len));
+  // A question on document `d`: the document, then fresh tokens.
+  auto question = [&](size_t d) {
+    std::vector<uint32_t> p = docs[d];
+    const std::vector<uint32_t> q = random_tokens(question_len);
+    p.insert(p.end(), q.begin(), q.end());
+    return p;
+  };
+  auto prompt = [&]() {
+    if (documents > 0) return question(rng() % docs.size());
+    return random_tokens(input_max > input_len
+                             ? std::uniform_int_distribution<int64_t>(input_len, input_max)(rng)
+                             : input_len);
+  };
+  // Runs `ps` at the fixed concurrency or the arrival rate; each request's sample.
+  auto run_all = [&](const std::vector<std::vector<uint32_t>>& ps) {
+    std::vector<Sample> out(ps.size());
+    std::atomic<size_t> next{0};
+    std::vector<std::thread> threads;
+    if (rate <= 0) {
+      for (int64_t c = 0; c < concurrency; ++c) {
+        threads.emplace_back([&] {
+          for (size_t i; (i = next.fetch_add(1)) < ps.size();) {
+            out[i] = RunOne(stubs[i % stubs.size()].get(), ps[i], static_cast<int>(output_len));
+          }
+        });
+      }
+    } else {
+      std::exponential_distribution<double> gap(rate);
+      for (size_t i = 0; i < ps.size(); ++i) {
+        threads.emplace_back([&, i] {
+          out[i] = RunOne(stubs[i % stubs.size()].get(), ps[i], static_cast<int>(output_len));
+        });
+        std::this_thread::sleep_for(std::chrono::duration<double>(gap(rng)));
+      }
+    }
+    for (auto& t : threads) t.join();
+    return out;
+  };
+  std::vector<Sample> cold;
+  if (documents > 0) {
+    // Every document once, in the measured phase's manner: the cold TTFTs.
+    std::vector<std::vector<uint32_t>> first;
+    for (size_t d = 0; d < docs.size(); ++d) first.push_back(question(d));
+    cold = run_all(first);
+  } else {
+    for (int64_t i = 0; i < warmup; ++i) {
+      RunOne(stub, prompt(), static_cast<int>(output_len));
+    }
+  }
   std::vector<std::vector<uint32_t>> prompts;
   for (int64_t i = 0; i < requests; ++i) prompts.push_back(prompt());
-  std::vector<Sample> samples(requests);
-  std::atomic<int64_t> next{0};
   // The router's threads and memory: idle now, and the largest seen while the streams run.
   const base::ProcessUsage router_idle =
       router_pid > 0 ? base::UsageOf(static_cast<pid_t>(router_pid)) : base::ProcessUsage{};
@@ -155,24 +226,7 @@ absl::Status Bench(const std::vector<std::string>& args) {
     });
   }
   const auto start = Clock::now();
-  std::vector<std::thread> threads;
-  if (rate <= 0) {
-    for (int64_t c = 0; c < concurrency; ++c) {
-      threads.emplace_back([&] {
-        for (int64_t i; (i = next.fetch_add(1)) < requests;) {
-          samples[i] = RunOne(stub.get(), prompts[i], static_cast<int>(output_len));
-        }
-      });
-    }
-  } else {
-    std::exponential_distribution<double> gap(rate);
-    for (int64_t i = 0; i < requests; ++i) {
-      threads.emplace_back(
-          [&, i] { samples[i] = RunOne(stub.get(), prompts[i], static_cast<int>(output_len)); });
-      std::this_thread::sleep_for(std::chrono::duration<double>(gap(rng)));
-    }
-  }
-  for (auto& t : threads) t.join();
+  const std::vector<Sample> samples = run_all(prompts);
   const double wall = std::chrono::duration<double>(Clock::now() - start).count();
   running = false;
   if (sampler.joinable()) sampler.join();
@@ -212,6 +266,28 @@ absl::Status Bench(const std::vector<std::string>& args) {
     std::vector<double> ms(*v);
     for (double& x : ms) x *= 1e3;
     samples_json[name] = ms;
+  }
+  if (documents > 0) {
+    // Warm: the measured phase. Hit rate: restored tokens over the documents' tokens.
+    std::vector<double> cold_ttft;
+    for (const Sample& s : cold) {
+      if (s.ok) cold_ttft.push_back(s.ttft);
+    }
+    int64_t cached = 0, hits = 0;
+    for (const Sample& s : samples) {
+      cached += s.ok ? s.cached : 0;
+      hits += s.ok && s.cached > 0;
+    }
+    out["documents"] = documents;
+    out["cold_requests_succeeded"] = static_cast<int64_t>(cold_ttft.size());
+    out["cold_ttft_ms"] = {{"p50", Percentile(cold_ttft, 50) * 1e3},
+                           {"p90", Percentile(cold_ttft, 90) * 1e3}};
+    out["warm_ttft_ms"] = {{"p50", Percentile(ttft, 50) * 1e3},
+                           {"p90", Percentile(ttft, 90) * 1e3}};
+    out["warm_ttft_p50_over_cold"] = Percentile(ttft, 50) / Percentile(cold_ttft, 50);
+    out["warm_requests_with_hits"] = hits;
+    out["hit_rate_of_document_tokens"] =
+        ok > 0 ? static_cast<double>(cached) / static_cast<double>(ok * document_len) : 0.0;
   }
   if (router_pid > 0) {
     const int64_t streams = rate <= 0 ? std::min(concurrency, requests) : requests;

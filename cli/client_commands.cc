@@ -72,9 +72,13 @@ absl::Status GenerateRemote(const std::vector<std::string>& args) {
   flags.Bool("ids", false, "print the generated ids as JSON at the end");
   flags.Bool("quiet", false, "no progress bar or timings");
   flags.String("timeout-s", "0", "request deadline in seconds (0 = none)");
+  flags.String("cache-salt", "",
+               "prefix-cache namespace (prompts share cached prefixes only "
+               "with the same salt)");
   AddSamplingFlags(&flags);
   RETURN_IF_ERROR(flags.Parse(args));
   GenerateRequest req;
+  req.set_cache_salt(flags.Get("cache-salt"));
   if (HasTokenIds(flags, "prompt-tokens")) {
     ASSIGN_OR_RETURN(std::vector<int64_t> ids, TokenIds(flags, "prompt-tokens"));
     for (int64_t id : ids) req.mutable_token_ids()->add_ids(static_cast<uint32_t>(id));
@@ -159,12 +163,12 @@ absl::Status GenerateRemote(const std::vector<std::string>& args) {
   if (end.has_value() && !quiet) {
     const auto& t = end->timings();
     std::fprintf(stderr,
-                 "finish=%s prompt_tokens=%u completion_tokens=%u\n"
+                 "finish=%s prompt_tokens=%u cached_prompt_tokens=%u completion_tokens=%u\n"
                  "timings_ms: queue=%.1f prefill=%.1f transfer=%.1f decode=%.1f total=%.1f\n",
                  ringserve::v1::FinishReason_Name(end->reason()).c_str(),
-                 end->usage().prompt_tokens(), end->usage().completion_tokens(), t.queue_us() / 1e3,
-                 t.prefill_us() / 1e3, t.transfer_us() / 1e3, t.decode_us() / 1e3,
-                 t.total_us() / 1e3);
+                 end->usage().prompt_tokens(), end->usage().cached_prompt_tokens(),
+                 end->usage().completion_tokens(), t.queue_us() / 1e3, t.prefill_us() / 1e3,
+                 t.transfer_us() / 1e3, t.decode_us() / 1e3, t.total_us() / 1e3);
   }
   return absl::OkStatus();
 }
@@ -183,13 +187,20 @@ absl::Status Status(const std::vector<std::string>& args) {
     ringserve::v1::ClusterStatus status;
     RETURN_IF_ERROR(rpc::FromGrpc(stub->GetClusterStatus(&ctx, {}, &status)));
     std::string out =
-        absl::StrFormat("%-8s %-24s %-8s %-20s %12s %12s %8s  %s\n", "ROLE", "ADDRESS", "HEALTH",
-                        "EPOCH", "LOAD", "CAPACITY", "RUNNING", "ERROR");
+        absl::StrFormat("%-8s %-24s %-8s %-20s %12s %12s %8s %-28s  %s\n", "ROLE", "ADDRESS",
+                        "HEALTH", "EPOCH", "LOAD", "CAPACITY", "RUNNING", "PREFIX CACHE", "ERROR");
     for (const auto& w : status.workers()) {
+      // Prefill workers with a prefix cache: MiB used / bound, and the prefixes they listed.
+      const std::string cache =
+          w.prefix_cache_limit_bytes() == 0
+              ? "-"
+              : absl::StrFormat("%.1f/%.0f MiB %d prefixes", w.prefix_cache_bytes() / 1048576.0,
+                                w.prefix_cache_limit_bytes() / 1048576.0,
+                                w.prefix_cache_prefixes());
       absl::StrAppend(
-          &out, absl::StrFormat("%-8s %-24s %-8s %-20d %12d %12d %8d  %s\n", w.role(), w.address(),
-                                w.healthy() ? "healthy" : "DOWN", w.epoch(), w.load(), w.capacity(),
-                                w.running(), w.error()));
+          &out, absl::StrFormat("%-8s %-24s %-8s %-20d %12d %12d %8d %-28s  %s\n", w.role(),
+                                w.address(), w.healthy() ? "healthy" : "DOWN", w.epoch(), w.load(),
+                                w.capacity(), w.running(), cache, w.error()));
     }
     std::fputs(out.c_str(), stdout);
     std::fflush(stdout);
@@ -226,6 +237,7 @@ absl::Status ClusterUp(const std::vector<std::string>& args) {
   flags.String("prefill", "1", "prefill workers");
   flags.String("decode", "1", "decode workers");
   flags.String("port", "50051", "router port");
+  flags.String("routers", "1", "router replicas (the first on --port, the others on free ports)");
   flags.String("threads", "0", "CPU threads per worker (0 = all cores)");
   flags.String("device", "cpu", "cpu or cuda");
   flags.String("log-dir", "",
@@ -240,9 +252,11 @@ absl::Status ClusterUp(const std::vector<std::string>& args) {
   ASSIGN_OR_RETURN(const int64_t prefill, flags.GetInt("prefill"));
   ASSIGN_OR_RETURN(const int64_t decode, flags.GetInt("decode"));
   ASSIGN_OR_RETURN(const int64_t port, flags.GetInt("port"));
-  if (prefill < 1 || decode < 1) {
-    return absl::InvalidArgumentError("--prefill and --decode must be at least 1");
+  ASSIGN_OR_RETURN(const int64_t routers, flags.GetInt("routers"));
+  if (prefill < 1 || decode < 1 || routers < 1) {
+    return absl::InvalidArgumentError("--prefill, --decode and --routers must be at least 1");
   }
+  options.routers = static_cast<int>(routers);
   options.prefill = static_cast<int>(prefill);
   options.decode = static_cast<int>(decode);
   options.router_port = static_cast<int>(port);
@@ -258,7 +272,8 @@ absl::Status ClusterUp(const std::vector<std::string>& args) {
     std::printf("%-8s %d  pid=%d  grpc=%s  metrics=%s\n", m.role.c_str(), m.index, m.process->pid(),
                 m.address.c_str(), m.metrics_url.empty() ? "-" : m.metrics_url.c_str());
   }
-  std::printf("cluster up; router at %s (Ctrl-C stops it)\n", cluster->router_address().c_str());
+  std::printf("cluster up; router at %s (Ctrl-C stops it)\n",
+              absl::StrJoin(cluster->router_addresses(), ", ").c_str());
   std::fflush(stdout);
   rpc::WaitForTerminationSignal();
   std::printf("stopping\n");

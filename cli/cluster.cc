@@ -48,15 +48,18 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const Options&
       (role == "prefill" ? prefill_addresses : decode_addresses).push_back(address);
     }
   }
-  std::vector<std::string> argv = {options.bin_dir + "/ringserve-router",
-                                   "--host=127.0.0.1",
-                                   absl::StrCat("--port=", options.router_port),
-                                   "--model=" + options.model_dir,
-                                   "--prefill=" + absl::StrJoin(prefill_addresses, ","),
-                                   "--decode=" + absl::StrJoin(decode_addresses, ",")};
-  argv.insert(argv.end(), options.router_args.begin(), options.router_args.end());
-  c->members_.push_back({"router", 0, nullptr, ""});
-  ASSIGN_OR_RETURN(c->router_address_, c->StartProcess(&c->members_.back(), argv));
+  for (int i = 0; i < options.routers; ++i) {
+    std::vector<std::string> argv = {options.bin_dir + "/ringserve-router",
+                                     "--host=127.0.0.1",
+                                     absl::StrCat("--port=", i == 0 ? options.router_port : 0),
+                                     "--model=" + options.model_dir,
+                                     "--prefill=" + absl::StrJoin(prefill_addresses, ","),
+                                     "--decode=" + absl::StrJoin(decode_addresses, ",")};
+    argv.insert(argv.end(), options.router_args.begin(), options.router_args.end());
+    c->members_.push_back({"router", i, nullptr, ""});
+    ASSIGN_OR_RETURN(std::string address, c->StartProcess(&c->members_.back(), argv));
+    c->router_addresses_.push_back(std::move(address));
+  }
   return c;
 }
 

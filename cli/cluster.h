@@ -19,7 +19,8 @@ class LocalCluster {
     std::string model_dir;
     int prefill = 1;
     int decode = 1;
-    int router_port = 0;                   // 0 picks a free port
+    int router_port = 0;  // 0 picks a free port (the first router's)
+    int routers = 1;      // replicas, each polling every worker; the others' ports are picked
     std::vector<std::string> worker_args;  // appended to every worker's command line
     std::vector<std::string> prefill_args;
     std::vector<std::string> decode_args;
@@ -39,7 +40,8 @@ class LocalCluster {
   static absl::StatusOr<std::unique_ptr<LocalCluster>> Start(const Options& options);
   ~LocalCluster();
 
-  const std::string& router_address() const { return router_address_; }
+  const std::string& router_address() const { return router_addresses_.front(); }
+  const std::vector<std::string>& router_addresses() const { return router_addresses_; }
   std::vector<Member>& members() { return members_; }
   Member* Find(const std::string& role, int index);
   // Starts worker `index` of `role` again (after it was killed), on a new port; returns the new
@@ -54,7 +56,7 @@ class LocalCluster {
 
   Options options_;
   std::vector<Member> members_;
-  std::string router_address_;
+  std::vector<std::string> router_addresses_;
 };
 
 // The directory holding the running executable (where the sibling binaries are).

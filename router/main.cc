@@ -47,6 +47,12 @@ absl::Status Main(const std::vector<std::string>& args) {
   flags.String("lease-ms", "60000", "decode reservation lease");
   flags.String("resolve-interval-ms", "5000", "re-resolution period of dns:/// targets");
   flags.String("poll-interval-ms", "500", "worker status poll period");
+  flags.String("prefill-policy", "prefix",
+               "prefix: the prefill worker holding the longest cached prefix of the prompt, within "
+               "--prefix-balance-tokens of the least loaded; load: the least loaded");
+  flags.String("prefix-balance-tokens", "16384",
+               "a worker holding a prefix is passed over when its queued prompt tokens plus the "
+               "prompt's uncached tokens exceed the least such sum by more than this");
   flags.String("log-level", "info", "debug, info, warning or error");
   flags.String("ready-fd", "-1", "write 'GRPC_PORT METRICS_PORT' to this inherited fd when ready");
   rpc::AddTlsFlags(&flags);
@@ -69,6 +75,17 @@ absl::Status Main(const std::vector<std::string>& args) {
   ASSIGN_OR_RETURN(const int64_t queue_timeout_ms, flags.GetInt("queue-timeout-ms"));
   ASSIGN_OR_RETURN(const int64_t worker_timeout_ms, flags.GetInt("worker-timeout-ms"));
   ASSIGN_OR_RETURN(const int64_t client_timeout_ms, flags.GetInt("client-timeout-ms"));
+  ASSIGN_OR_RETURN(const int64_t balance_tokens, flags.GetInt("prefix-balance-tokens"));
+  std::unique_ptr<core::Policy> policy;
+  if (flags.Get("prefill-policy") == "prefix") {
+    policy = std::make_unique<core::PrefixPolicy>(
+        core::PrefixPolicyOptions{.balance_tokens = balance_tokens});
+  } else if (flags.Get("prefill-policy") == "load") {
+    policy = std::make_unique<core::LoadPolicy>();
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("--prefill-policy must be prefix or load, not ",
+                                                   base::Quote(flags.Get("prefill-policy"))));
+  }
   const rpc::TlsFiles tls = rpc::TlsFromFlags(flags);
   std::string api_token;
   if (!flags.Get("api-token-file").empty()) {
@@ -109,13 +126,12 @@ absl::Status Main(const std::vector<std::string>& args) {
                                            "Healthy workers by pool", {{"pool", "prefill"}});
   auto& m_healthy_decode = metrics->Gauge("ringserve_router_healthy_workers",
                                           "Healthy workers by pool", {{"pool", "decode"}});
-  core::LoadPolicy policy;
   core::Admission admission(static_cast<uint32_t>(max_inflight));
   GrpcWorkerClient workers(prefill.get(), decode.get());
   core::FlowEnv env;
   env.prefill = prefill.get();
   env.decode = decode.get();
-  env.policy = &policy;
+  env.policy = policy.get();
   env.workers = &workers;
   env.timers = &timers;
   env.queue = &queue;

@@ -161,6 +161,10 @@ absl::StatusOr<std::vector<uint32_t>> Encode(const GenerateRequest& request,
 
 absl::Status ValidateRequest(const GenerateRequest& r, const RouterLimits& limits) {
   RETURN_IF_ERROR(ValidateRequestId(r.request_id(), limits));
+  if (r.cache_salt().size() > limits.max_cache_salt_bytes) {
+    return Invalid(absl::StrCat("cache_salt of ", r.cache_salt().size(),
+                                " bytes exceeds the limit ", limits.max_cache_salt_bytes));
+  }
   switch (r.prompt_case()) {
     case GenerateRequest::PROMPT_NOT_SET:
       return Invalid("prompt is empty: set text, token_ids or messages");

@@ -21,6 +21,8 @@ struct RouterLimits {
   uint32_t max_stop_string_bytes = 256;
   uint32_t max_stop_token_ids = 64;
   uint32_t max_request_id_bytes = 128;  // printable ASCII only
+  // cache_salt; the prefill workers refuse longer salts with the same limit.
+  uint32_t max_cache_salt_bytes = 1024;
   uint32_t max_messages = 1024;
   // One message: content, reasoning_content and its tool calls' names and arguments. Also the
   // limit of each tools_json entry.

@@ -269,7 +269,11 @@ void RequestFlow::OnReserved(const std::string& address,
 }
 
 void RequestFlow::StartPrefill(bool refreshed) {
-  const std::vector<std::string> ranked = env_->policy->RankPrefill(env_->prefill->Snapshot());
+  std::vector<uint32_t> context = prompt_;
+  context.insert(context.end(), generated_.begin(), generated_.end());
+  const PrefillRanking ranking = env_->policy->RankPrefill(
+      env_->prefill->Snapshot(), PrefillQuery{request_.cache_salt(), context, Now()});
+  const std::vector<std::string>& ranked = ranking.addresses;
   if (ranked.empty() && !refreshed) {
     env_->prefill->RefreshNow([self = shared_from_this(), a = attempt_.load()] {
       self->PostForAttempt(a, [](RequestFlow* f) { f->StartPrefill(/*refreshed=*/true); });
@@ -282,22 +286,25 @@ void RequestFlow::StartPrefill(bool refreshed) {
     return;
   }
   prefill_address_ = ranked.front();
-  const size_t context = prompt_.size() + generated_.size();
-  env_->prefill->AddAssigned(prefill_address_, static_cast<int64_t>(context));
+  if (env_->observer != nullptr) env_->observer->PrefillRouted(ranking.reason);
+  env_->prefill->AddAssigned(prefill_address_,
+                             static_cast<int64_t>(context.size()) - ranking.cached_tokens);
   SetState(State::kPrefilling);
   internal::v1::PrefillRequest req;
   req.set_request_id(request_id_);
-  req.mutable_tokens()->Reserve(static_cast<int>(context));
-  for (uint32_t t : prompt_) req.add_tokens(t);
-  for (uint32_t t : generated_) req.add_tokens(t);
+  req.set_cache_salt(request_.cache_salt());
+  req.mutable_tokens()->Reserve(static_cast<int>(context.size()));
+  for (uint32_t t : context) req.add_tokens(t);
   *req.mutable_sampling() = sampling_;
   req.set_decode_address(reservation_->address);
   req.set_ticket(reservation_->ticket);
   // Progress is always asked for: it shows the worker is alive during long prompts.
   req.set_progress(true);
-  req.set_sample_position(static_cast<uint32_t>(context));
+  req.set_sample_position(static_cast<uint32_t>(context.size()));
   RS_LOG(kInfo) << "event=prefill_start request_id=" << base::Quote(request_id_)
-                << " prefill=" << prefill_address_ << " tokens=" << context;
+                << " prefill=" << prefill_address_ << " tokens=" << context.size()
+                << " route=" << RouteReasonName(ranking.reason)
+                << " predicted_cached=" << ranking.cached_tokens;
   prefill_stream_ = env_->workers->StartPrefill(
       prefill_address_, std::move(req), std::min(deadline_, Now() + absl::Hours(24)),
       CallbacksFor<internal::v1::PrefillEvent>(&RequestFlow::OnPrefillEvent,
@@ -328,6 +335,7 @@ void RequestFlow::OnPrefillEvent(internal::v1::PrefillEvent event) {
   timings_.set_queue_us(timings_.queue_us() + done.queue_us());
   timings_.set_prefill_us(done.prefill_us());
   timings_.set_transfer_us(done.transfer_us());
+  cached_tokens_ = done.cached_tokens();
   RS_LOG(kInfo) << "event=prefill_end request_id=" << base::Quote(request_id_)
                 << " first_token=" << done.first_token() << " prefill_us=" << done.prefill_us()
                 << " transfer_us=" << done.transfer_us();
@@ -653,6 +661,7 @@ void RequestFlow::Finish(FinishReason reason, const absl::Status& status, bool a
   f->set_request_id(request_id_);
   f->mutable_usage()->set_prompt_tokens(static_cast<uint32_t>(prompt_.size()));
   f->mutable_usage()->set_completion_tokens(static_cast<uint32_t>(generated_.size()));
+  f->mutable_usage()->set_cached_prompt_tokens(cached_tokens_);
   *f->mutable_timings() = timings_;
   Write(std::move(r));
   client_->Finish(absl::OkStatus());

@@ -49,6 +49,8 @@ class FlowObserver {
   virtual void PrefillRetry() {}
   virtual void Migration() {}
   virtual void HungWorker(const std::string& role) {}
+  // A prefill worker was chosen for a prompt.
+  virtual void PrefillRouted(RouteReason reason) {}
 };
 
 struct FlowOptions {
@@ -73,7 +75,7 @@ struct FlowEnv {
   FlowOptions options;
   WorkerDirectory* prefill = nullptr;
   WorkerDirectory* decode = nullptr;
-  const Policy* policy = nullptr;
+  Policy* policy = nullptr;
   WorkerClient* workers = nullptr;
   Timers* timers = nullptr;
   AdmissionQueue* queue = nullptr;
@@ -203,6 +205,9 @@ class RequestFlow : public std::enable_shared_from_this<RequestFlow> {
   std::unique_ptr<TextStream> text_;
   internal::v1::Sampling sampling_;  // resolved, with the seed minted when absent
   ringserve::v1::Timings timings_;
+  // Prompt tokens the prefill that produced the stream's state restored from its prefix cache
+  // (a migration's prefill counts: its state is the one decoded from).
+  uint32_t cached_tokens_ = 0;
   absl::Time first_token_time_ = absl::InfinitePast();
   absl::Time last_token_time_ = absl::InfinitePast();
   int attempts_ = 0;

@@ -53,4 +53,13 @@ void RouterMetrics::HungWorker(const std::string& role) {
       .Increment();
 }
 
+void RouterMetrics::PrefillRouted(core::RouteReason reason) {
+  metrics_
+      ->Counter("ringserve_router_prefill_routes_total",
+                "Prefill workers chosen, by reason: cache_hit (it holds a prefix of the prompt), "
+                "load (no worker holds one), fallback (one does but is over the balance bound)",
+                {{"reason", std::string(core::RouteReasonName(reason))}})
+      .Increment();
+}
+
 }  // namespace ringserve::router

@@ -20,6 +20,7 @@ class RouterMetrics : public core::FlowObserver {
   void PrefillRetry() override;
   void Migration() override;
   void HungWorker(const std::string& role) override;
+  void PrefillRouted(core::RouteReason reason) override;
 
  private:
   rpc::Metrics* const metrics_;

@@ -267,6 +267,10 @@ grpc::ServerUnaryReactor* RouterService::GetClusterStatus(
       if (pool->role() == "prefill") {
         info->set_load(w.status.queued_prompt_tokens());
         info->set_capacity(w.status.queue_capacity_tokens());
+        const internal::v1::PrefixCacheSummary& cache = w.status.prefix_cache();
+        info->set_prefix_cache_bytes(cache.bytes_used());
+        info->set_prefix_cache_limit_bytes(cache.bytes_limit());
+        info->set_prefix_cache_prefixes(static_cast<uint32_t>(cache.prefix_hashes_size()));
       } else {
         info->set_load(w.status.kv_tokens_used());
         info->set_capacity(w.status.kv_tokens_total());

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -179,9 +180,10 @@ inline bool ClusterSettlesIdle(cli::LocalCluster* cluster,
   }
 }
 
-// Whether the router's own view shows `count` healthy workers of `role`, re-read until it does
-// (bounded): the router polls its workers, so a restarted one appears after a poll.
-inline bool RouterSeesHealthy(const std::string& router, const std::string& role, int count,
+// Re-reads the router's GetClusterStatus until `done` holds for it (bounded): the router polls
+// its workers, so what they report appears after a poll.
+inline bool RouterStatusUntil(const std::string& router,
+                              const std::function<bool(const ringserve::v1::ClusterStatus&)>& done,
                               absl::Duration limit = absl::Seconds(20)) {
   auto stub = ringserve::v1::Admin::NewStub(
       grpc::CreateChannel(router, grpc::InsecureChannelCredentials()));
@@ -190,14 +192,24 @@ inline bool RouterSeesHealthy(const std::string& router, const std::string& role
     grpc::ClientContext ctx;
     ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
     ringserve::v1::ClusterStatus status;
-    if (stub->GetClusterStatus(&ctx, {}, &status).ok()) {
-      int healthy = 0;
-      for (const auto& w : status.workers()) healthy += w.role() == role && w.healthy();
-      if (healthy == count) return true;
-    }
+    if (stub->GetClusterStatus(&ctx, {}, &status).ok() && done(status)) return true;
     absl::SleepFor(absl::Milliseconds(20));
   }
   return false;
+}
+
+// Whether the router's own view shows `count` healthy workers of `role` (a restarted one
+// appears after a poll).
+inline bool RouterSeesHealthy(const std::string& router, const std::string& role, int count,
+                              absl::Duration limit = absl::Seconds(20)) {
+  return RouterStatusUntil(
+      router,
+      [&](const ringserve::v1::ClusterStatus& status) {
+        int healthy = 0;
+        for (const auto& w : status.workers()) healthy += w.role() == role && w.healthy();
+        return healthy == count;
+      },
+      limit);
 }
 
 // GET of http://127.0.0.1:PORT/metrics, body only.

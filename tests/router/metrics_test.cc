@@ -81,6 +81,12 @@ TEST(StatusTest, RingctlStatusListsEveryWorkerAndNoticesADeadOne) {
     if (m.role == "router") continue;
     EXPECT_TRUE(std::regex_search(text, std::regex(m.role + " +" + m.address + " +healthy")))
         << text;
+    // Prefill workers show their prefix cache: MiB used / the default 2048 MiB bound.
+    if (m.role == "prefill") {
+      EXPECT_TRUE(std::regex_search(
+          text, std::regex(m.address + " +healthy .* [0-9.]+/2048 MiB [0-9]+ prefixes")))
+          << text;
+    }
   }
   auto* victim = (*cluster)->Find("prefill", 1);
   ASSERT_TRUE(victim->process->Signal(SIGKILL).ok());

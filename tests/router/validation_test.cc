@@ -114,6 +114,14 @@ TEST(ValidateRequestTest, StoppingErrors) {
   ExpectInvalid(r, "stopping.stop_token_ids[0] = 5000 is not below the vocabulary size 1024");
 }
 
+TEST(ValidateRequestTest, CacheSaltsHaveTheWorkersLimit) {
+  GenerateRequest r = Good();
+  r.set_cache_salt(std::string(1024, 's'));
+  EXPECT_TRUE(ValidateRequest(r, Limits()).ok());
+  r.set_cache_salt(std::string(1025, 's'));
+  ExpectInvalid(r, "cache_salt of 1025 bytes exceeds the limit 1024");
+}
+
 TEST(ValidateRequestTest, RequestIdsAreShortPrintableAscii) {
   GenerateRequest r = Good();
   r.set_request_id(std::string(128, 'r'));

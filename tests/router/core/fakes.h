@@ -69,7 +69,9 @@ class FakeDirectory : public WorkerDirectory {
     failures.push_back(address);
     if (WorkerView* v = Find(address)) v->healthy = false;
   }
-  void AddAssigned(const std::string&, int64_t) override {}
+  void AddAssigned(const std::string& address, int64_t tokens) override {
+    assigned.emplace_back(address, tokens);
+  }
   void RefreshNow(std::function<void()> done) override {
     ++refreshes;
     if (on_refresh) on_refresh(this);
@@ -84,6 +86,7 @@ class FakeDirectory : public WorkerDirectory {
   std::vector<WorkerView>& views() { return views_; }
 
   std::vector<std::string> failures;
+  std::vector<std::pair<std::string, int64_t>> assigned;
   int refreshes = 0;
   std::function<void(FakeDirectory*)> on_refresh;
 
@@ -258,12 +261,14 @@ class CountingObserver : public FlowObserver {
   void PrefillRetry() override { ++prefill_retries; }
   void Migration() override { ++migrations; }
   void HungWorker(const std::string& role) override { hung.push_back(role); }
+  void PrefillRouted(RouteReason reason) override { routes.push_back(reason); }
 
   std::vector<std::string> outcomes;
   std::vector<absl::Duration> waits;
   int prefill_retries = 0;
   int migrations = 0;
   std::vector<std::string> hung;
+  std::vector<RouteReason> routes;
 };
 
 }  // namespace ringserve::router::core::testing

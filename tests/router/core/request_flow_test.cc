@@ -3,6 +3,7 @@
 #include "router/core/request_flow.h"
 
 #include "common/base/logging.h"
+#include "common/cache/prefix_tree.h"
 #include "gtest/gtest.h"
 #include "tests/router/core/fakes.h"
 
@@ -145,6 +146,58 @@ TEST_F(RequestFlowTest, StreamsTheFirstTokenThenDecodeTokensThenFinishes) {
   EXPECT_TRUE(workers_.released.empty());
   EXPECT_EQ(observer_.outcomes, std::vector<std::string>{"length"});
   EXPECT_EQ(timers_.pending(), 0u);
+}
+
+TEST_F(RequestFlowTest, TheCacheSaltGoesToEveryPrefillAndUsageCountsTheCachedTokens) {
+  auto request = Request();
+  request.set_cache_salt("tenant-7");
+  Start(std::move(request));
+  workers_.AnswerReserve("t1");
+  ASSERT_EQ(workers_.prefill_requests.size(), 1u);
+  EXPECT_EQ(workers_.prefill_requests[0].cache_salt(), "tenant-7");
+  // The first prefill fails: the retry carries the salt too.
+  workers_.prefills[0]->End(absl::UnavailableError("prefill worker died"));
+  workers_.AnswerReserve("t2");
+  ASSERT_EQ(workers_.prefill_requests.size(), 2u);
+  EXPECT_EQ(workers_.prefill_requests[1].cache_salt(), "tenant-7");
+  PrefillEvent done = Done(100);
+  done.mutable_done()->set_cached_tokens(2);
+  ASSERT_TRUE(workers_.prefills[1]->Send(done));
+  // A migration's prefill carries it as well; usage counts the prefill decoded from.
+  workers_.decodes[1]->End(absl::UnavailableError("decode died"));
+  workers_.AnswerReserve("t3");
+  ASSERT_EQ(workers_.prefill_requests.size(), 3u);
+  EXPECT_EQ(workers_.prefill_requests[2].cache_salt(), "tenant-7");
+  done.mutable_done()->set_cached_tokens(3);
+  ASSERT_TRUE(workers_.prefills[2]->Send(done));
+  ASSERT_TRUE(workers_.decodes[2]->Send(Finished(ringserve::v1::FINISH_REASON_LENGTH)));
+  ASSERT_NE(client().Finished(), nullptr);
+  EXPECT_EQ(client().Finished()->usage().cached_prompt_tokens(), 3u);
+  EXPECT_EQ(client().Finished()->usage().prompt_tokens(), 3u);
+}
+
+TEST_F(RequestFlowTest, APromptGoesToTheWorkerHoldingItsPrefixWithTheSalt) {
+  PrefixPolicy prefix(PrefixPolicyOptions{});
+  env_.policy = &prefix;
+  ringserve::v1::GenerateRequest request = Request();
+  request.mutable_token_ids()->clear_ids();
+  std::vector<int32_t> ids;
+  for (int i = 0; i < 150; ++i) {
+    ids.push_back(i + 1);
+    request.mutable_token_ids()->add_ids(static_cast<uint32_t>(i + 1));
+  }
+  request.set_cache_salt("s");
+  // p1 reports the prompt's first two pages under salt "s".
+  auto* summary = prefill_.views()[1].status.mutable_prefix_cache();
+  summary->set_page_tokens(64);
+  summary->add_prefix_hashes(cache::PrefixHashes("s", ids, 64)[1]);
+  Start(std::move(request));
+  workers_.AnswerReserve("t1");
+  ASSERT_EQ(workers_.prefills.size(), 1u);
+  EXPECT_EQ(workers_.prefills[0]->address, "p1");
+  EXPECT_EQ(observer_.routes, std::vector<RouteReason>{RouteReason::kCacheHit});
+  // The worker's queue grows by the tokens it will compute.
+  EXPECT_EQ(prefill_.assigned, (std::vector<std::pair<std::string, int64_t>>{{"p1", 150 - 128}}));
 }
 
 TEST_F(RequestFlowTest, TheDecodeStreamIsReadOnlyAfterPrefillReturnedTheFirstToken) {
